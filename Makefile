@@ -1,0 +1,91 @@
+# MergeVQ on Kubernetes. `make help` lists the targets.
+SHELL := /usr/bin/env bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+NODE_TEST := node --import tsx --test --test-reporter=spec
+UNIT_TESTS := 'common/src/**/*.test.ts' 'operator/src/**/*.test.ts' 'trainer/src/**/*.test.ts'
+BENCH ?=
+export MERGEVQ_REPO := $(CURDIR)
+
+##@ General
+.PHONY: help
+help: ## Show this help
+	@awk 'BEGIN {FS = ":.*##"; printf "Usage: make <target>\n"} /^[a-zA-Z_0-9-]+:.*?##/ { printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2 } /^##@/ { printf "\n\033[1m%s\033[0m\n", substr($$0, 5) }' $(MAKEFILE_LIST)
+
+##@ Quick start
+.PHONY: demo demo-down
+demo: setup ## Fresh clone → local control plane + MinIO + operator (Helm) → trained tokenizer with rFID in `kubectl get`
+	hack/demo.sh
+
+demo-down: cluster-down ## Stop the demo cluster
+
+##@ Setup
+.PHONY: setup node-deps toolchain
+setup: node-deps toolchain ## Install everything the tests and demo need (idempotent, cached outside the repo)
+	hack/setup-extras.sh
+
+node-deps: ## npm ci when node_modules is missing or older than the lockfile
+	@if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then npm ci --no-audit --no-fund; fi
+
+toolchain: ## Build pinned kube-apiserver/controller-manager/scheduler/kubectl, etcd, helm, MinIO into ~/.cache/mergevq
+	hack/toolchain.sh all >/dev/null
+
+##@ Development
+.PHONY: crds crds-check lint format typecheck helm-check
+crds: node-deps ## Regenerate crds/*.yaml (and the chart's copy) from the zod schemas
+	npx tsx operator/src/api/generate.ts
+
+crds-check: node-deps ## Fail when committed CRDs drift from the zod schemas
+	npx tsx operator/src/api/generate.ts --check
+
+lint: node-deps ## Lint + format check (biome)
+	npx biome ci .
+
+format: node-deps ## Format and apply safe lint fixes
+	npx biome check --write .
+
+typecheck: node-deps ## TypeScript strict typecheck
+	npx tsc -p tsconfig.json --noEmit
+
+helm-check: toolchain ## helm lint + helm template (default and namespaced values)
+	hack/helm-check.sh
+
+##@ Tests
+.PHONY: test test-unit test-integration e2e kind-e2e
+test: setup lint typecheck crds-check helm-check test-unit test-integration ## Everything CI runs
+	@echo "make test: all checks passed"
+
+test-unit: node-deps ## Unit tests (no cluster)
+	$(NODE_TEST) $(UNIT_TESTS)
+
+test-integration: setup ## Integration + e2e suites against a real local control plane, node agent and MinIO
+	hack/with-cluster.sh $(NODE_TEST) --test-concurrency=1 'test/integration/**/*.test.ts' 'test/e2e/**/*.test.ts'
+
+e2e: setup ## Only the e2e suite (helm install + runs) against the local cluster
+	hack/with-cluster.sh $(NODE_TEST) --test-concurrency=1 'test/e2e/**/*.test.ts'
+
+kind-e2e: ## Hosts with Docker: kind cluster, build/load images, helm install, run the same e2e suite
+	hack/kind-e2e.sh
+
+##@ Benchmarks
+.PHONY: bench
+bench: setup ## Run benchmarks (JSON lines on stdout); BENCH=<substring> selects suites
+	hack/bench.sh "$(BENCH)"
+
+##@ Cluster
+.PHONY: cluster-up cluster-down
+cluster-up: setup ## Start the local control plane + node agent + MinIO in the background; prints export KUBECONFIG=…
+	hack/cluster-up.sh
+
+cluster-down: ## Stop everything cluster-up started
+	hack/cluster-down.sh
+
+##@ Images
+.PHONY: images
+IMAGE_REGISTRY ?= ghcr.io/mergevq-k8s
+IMAGE_TAG ?= 0.1.0
+images: ## Build operator, trainer (CPU) and trainer-gpu (CUDA, tfjs-node-gpu) images with docker
+	docker build -f images/operator.Dockerfile -t $(IMAGE_REGISTRY)/operator:$(IMAGE_TAG) .
+	docker build -f images/trainer.Dockerfile -t $(IMAGE_REGISTRY)/trainer:$(IMAGE_TAG) .
+	docker build -f images/trainer-gpu.Dockerfile -t $(IMAGE_REGISTRY)/trainer-gpu:$(IMAGE_TAG) .
