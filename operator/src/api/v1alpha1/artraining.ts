@@ -4,8 +4,10 @@ import { z } from "zod";
 import {
   ageColumn,
   Checkpoint,
+  checkpointS3Rule,
   commonPrinterColumns,
   Dataset,
+  datasetS3Rule,
   Gang,
   ObjectMeta,
   Rendezvous,
@@ -14,7 +16,6 @@ import {
   RunRef,
   RunStatus,
   S3Config,
-  s3Rules,
   Trainer,
 } from "./common.ts";
 import { immutable, withRules } from "./rules.ts";
@@ -114,7 +115,7 @@ export const ARTrainingSpec = withRules(
       }),
     })
     .describe("Desired state of a MergeVQ Stage II (AR) training run."),
-  [...s3Rules],
+  [checkpointS3Rule, datasetS3Rule],
 );
 
 export const ARTraining = z.object({

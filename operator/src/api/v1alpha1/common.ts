@@ -452,20 +452,19 @@ export const ObjectMeta = z
   })
   .passthrough();
 
-/** Spec-level rules shared by every kind that has `s3`, `checkpoint` and (optionally) `dataset`. */
-export const s3Rules = [
-  {
-    cel: "!self.checkpoint.uri.startsWith('s3://') || has(self.s3)",
-    message: "s3 (credentials Secret) is required when checkpoint.uri is s3://",
-    path: ["s3"],
-    check: (o: { checkpoint: { uri: string }; s3?: unknown }) =>
-      !o.checkpoint.uri.startsWith("s3://") || o.s3 !== undefined,
-  },
-  {
-    cel: "!has(self.dataset) || !self.dataset.uri.startsWith('s3://') || has(self.s3)",
-    message: "s3 (credentials Secret) is required when dataset.uri is s3://",
-    path: ["s3"],
-    check: (o: { dataset?: { uri: string }; s3?: unknown }) =>
-      !o.dataset?.uri.startsWith("s3://") || o.s3 !== undefined,
-  },
-];
+/** Spec-level rule for every kind with `s3` and `checkpoint`. */
+export const checkpointS3Rule = {
+  cel: "!self.checkpoint.uri.startsWith('s3://') || has(self.s3)",
+  message: "s3 (credentials Secret) is required when checkpoint.uri is s3://",
+  path: ["s3"],
+  check: (o: { checkpoint: { uri: string }; s3?: unknown }) =>
+    !o.checkpoint.uri.startsWith("s3://") || o.s3 !== undefined,
+};
+
+/** Spec-level rule for the training kinds, which also read a dataset. */
+export const datasetS3Rule = {
+  cel: "!self.dataset.uri.startsWith('s3://') || has(self.s3)",
+  message: "s3 (credentials Secret) is required when dataset.uri is s3://",
+  path: ["s3"],
+  check: (o: { dataset: { uri: string }; s3?: unknown }) => !o.dataset.uri.startsWith("s3://") || o.s3 !== undefined,
+};

@@ -39,6 +39,13 @@ export function withRules<S extends z.ZodType>(schema: S, rules: Rule<z.output<S
   return out.meta({ ...existing, "x-kubernetes-validations": [...prior, ...cel] }) as S;
 }
 
+/** Append CEL validations to a schema's metadata without dropping ones already attached. */
+export function withCel<S extends z.ZodType>(schema: S, ...validations: CelValidation[]): S {
+  const existing = (schema.meta() ?? {}) as Record<string, unknown>;
+  const prior = (existing["x-kubernetes-validations"] as CelValidation[] | undefined) ?? [];
+  return schema.meta({ ...existing, "x-kubernetes-validations": [...prior, ...validations] }) as S;
+}
+
 /** Transition rule: the field may not change once set. */
 export function immutable(field: string): CelValidation {
   return { rule: "self == oldSelf", message: `${field} is immutable` };

@@ -4,17 +4,17 @@ import { z } from "zod";
 import {
   ageColumn,
   Checkpoint,
+  checkpointS3Rule,
   ObjectMeta,
   Resources,
   RunPolicy,
   RunRef,
   RunStatus,
   S3Config,
-  s3Rules,
   storageUri,
   Trainer,
 } from "./common.ts";
-import { immutable, withRules } from "./rules.ts";
+import { immutable, withCel, withRules } from "./rules.ts";
 
 export const SamplingParams = withRules(
   z
@@ -84,7 +84,7 @@ export const SamplingJobSpec = withRules(
       tokenizerRef: RunRef.optional().describe(
         "TokenizerTraining used to decode codes; default: the tokenizerRef of the referenced ARTraining.",
       ),
-      sampling: SamplingParams.meta({ "x-kubernetes-validations": [immutable("sampling")] }),
+      sampling: withCel(SamplingParams, immutable("sampling")),
       evaluation: SamplingEvaluation.default({ enabled: true, computeIS: true }),
       checkpoint: Checkpoint.describe(
         "Output prefix: shard i writes <uri>/shards/<i>.npz (skipped when present), status to <uri>/status/.",
@@ -103,7 +103,7 @@ export const SamplingJobSpec = withRules(
     })
     .describe("Desired state of a sampling + gFID run."),
   [
-    ...s3Rules,
+    checkpointS3Rule,
     {
       cel: "self.resources.nodes == 1",
       message: "resources.nodes must be 1 for a SamplingJob (use sampling.shards to fan out)",

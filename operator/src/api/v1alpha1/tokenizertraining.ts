@@ -3,8 +3,10 @@ import { z } from "zod";
 import {
   ageColumn,
   Checkpoint,
+  checkpointS3Rule,
   commonPrinterColumns,
   Dataset,
+  datasetS3Rule,
   Gang,
   ObjectMeta,
   Rendezvous,
@@ -12,7 +14,6 @@ import {
   RunPolicy,
   RunStatus,
   S3Config,
-  s3Rules,
   storageUri,
   Trainer,
 } from "./common.ts";
@@ -208,7 +209,7 @@ export const TokenizerTrainingSpec = withRules(
       }),
     })
     .describe("Desired state of a MergeVQ tokenizer training run."),
-  [...s3Rules],
+  [checkpointS3Rule, datasetS3Rule],
 );
 
 export const TokenizerTraining = z.object({
