@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The parts of `make setup` beyond npm and the Go toolchain. Each step is idempotent and cached outside the repo
+# (~/.cache/mergevq); each prints its own progress on stderr.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+t0=$SECONDS
+step() { printf '[setup %4ss] %s\n' "$((SECONDS - t0))" "$*" >&2; }
+
+# Native tfjs backend from a registry-sourced libtensorflow (issue 8). Optional: without it the trainer runs on
+# wasm, and every test passes on either backend (they say which one ran).
+step "native tfjs backend (hack/tfjs-native/build.sh)"
+if ! hack/tfjs-native/build.sh >/dev/null; then
+  step "native tfjs backend unavailable: training and tests fall back to wasm"
+fi
+step "done"
