@@ -12,4 +12,8 @@ step "native tfjs backend (hack/tfjs-native/build.sh)"
 if ! hack/tfjs-native/build.sh >/dev/null; then
   step "native tfjs backend unavailable: training and tests fall back to wasm"
 fi
+# The real-photo dataset (64² and 256² variants) from photographs shipped in Debian packages (issue 6).
+step "real-photo dataset (hack/dataset/build.sh)"
+hack/dataset/build.sh >/dev/null
+
 step "done"
