@@ -16,4 +16,9 @@ fi
 step "real-photo dataset (hack/dataset/build.sh)"
 hack/dataset/build.sh >/dev/null
 
+# Python venv (numpy, onnx, scipy) + the generated random-weight FID Inception ONNX used by tests and the demo
+# (issue 7). Real FID needs the real weights: see hack/inception/README.md.
+step "evaluation venv + generated Inception ONNX (hack/inception/setup.sh)"
+hack/inception/setup.sh >/dev/null
+
 step "done"
