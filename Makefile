@@ -4,7 +4,10 @@ SHELL := /usr/bin/env bash
 .DEFAULT_GOAL := help
 
 NODE_TEST := node --import tsx --test --test-reporter=spec
-UNIT_TESTS := 'common/src/**/*.test.ts' 'operator/src/**/*.test.ts' 'trainer/src/**/*.test.ts'
+# Node 20's --test does not expand globs: list the files here.
+UNIT_TESTS = $(shell find common operator trainer test/cluster -name '*.test.ts' | sort)
+INTEGRATION_TESTS = $(shell find test/integration -name '*.test.ts' | sort)
+E2E_TESTS = $(shell find test/e2e -name '*.test.ts' 2>/dev/null | sort)
 BENCH ?=
 export MERGEVQ_REPO := $(CURDIR)
 
@@ -60,10 +63,10 @@ test-unit: node-deps ## Unit tests (no cluster)
 	$(NODE_TEST) $(UNIT_TESTS)
 
 test-integration: setup ## Integration + e2e suites against a real local control plane, node agent and MinIO
-	hack/with-cluster.sh $(NODE_TEST) --test-concurrency=1 'test/integration/**/*.test.ts' 'test/e2e/**/*.test.ts'
+	hack/with-cluster.sh $(NODE_TEST) --test-concurrency=1 $(INTEGRATION_TESTS) $(E2E_TESTS)
 
 e2e: setup ## Only the e2e suite (helm install + runs) against the local cluster
-	hack/with-cluster.sh $(NODE_TEST) --test-concurrency=1 'test/e2e/**/*.test.ts'
+	hack/with-cluster.sh $(NODE_TEST) --test-concurrency=1 $(E2E_TESTS)
 
 kind-e2e: ## Hosts with Docker: kind cluster, build/load images, helm install, run the same e2e suite
 	hack/kind-e2e.sh

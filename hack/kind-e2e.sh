@@ -25,4 +25,4 @@ PF=$!; trap 'kill $PF 2>/dev/null || true; cleanup' EXIT
   --set s3.endpoint=http://minio.mergevq-system.svc:9000 --wait
 export MERGEVQ_S3_ENDPOINT=http://127.0.0.1:19000 AWS_ACCESS_KEY_ID=mergevq AWS_SECRET_ACCESS_KEY=mergevq-e2e-secret AWS_REGION=us-east-1
 export MERGEVQ_E2E_OPERATOR=installed MERGEVQ_E2E_S3_ENDPOINT_IN_CLUSTER=http://minio.mergevq-system.svc:9000
-node --import tsx --test --test-reporter=spec --test-concurrency=1 'test/e2e/**/*.test.ts'
+node --import tsx --test --test-reporter=spec --test-concurrency=1 $(find test/e2e -name '*.test.ts' | sort)

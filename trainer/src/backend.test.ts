@@ -1,0 +1,321 @@
+// Backend selection (order, explicit-request errors, native discovery) and native-vs-wasm/cpu parity.
+// Selection cases that must start from a clean tfjs engine run in child processes; the parity cases run here.
+// When the native build is absent the parity test still runs (wasm vs cpu) and asserts that the fallback was
+// deliberate: hack/tfjs-native/build.sh --check agrees that no build exists, and the skip reason says so.
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { after, describe, test } from "node:test";
+import { fileURLToPath } from "node:url";
+import * as tf from "@tensorflow/tfjs";
+import {
+  BACKEND_ORDER,
+  type BackendChoice,
+  cacheRoot,
+  nativeCandidates,
+  selectBackend,
+  startBackend,
+  tfjsNodeCacheDir,
+  wasmThreadsWanted,
+} from "./backend.ts";
+import { conv2dValid } from "./tokenizer/blocks.ts";
+
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+const REPO = path.resolve(HERE, "../..");
+const BUILD_SH = path.join(REPO, "hack/tfjs-native/build.sh");
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "backend-test-"));
+after(() => fs.rmSync(tmp, { recursive: true, force: true }));
+
+/** Run selectBackend() in a fresh process; returns its BackendInfo JSON or the error message. */
+function selectInChild(env: Record<string, string | undefined>): { info?: Record<string, unknown>; error?: string } {
+  const script = `
+    import { selectBackend } from ${JSON.stringify(path.join(HERE, "backend.ts"))};
+    try { console.log("RESULT " + JSON.stringify(await selectBackend())); }
+    catch (e) { console.log("ERROR " + JSON.stringify(e.message)); }`;
+  const file = path.join(tmp, `child-${Math.random().toString(36).slice(2)}.mts`);
+  fs.writeFileSync(file, script);
+  const childEnv: NodeJS.ProcessEnv = { ...process.env, TFJS_WASM_THREADS: "1" };
+  for (const [k, v] of Object.entries(env)) {
+    if (v === undefined) delete childEnv[k];
+    else childEnv[k] = v;
+  }
+  const r = spawnSync(process.execPath, ["--import", "tsx", file], { cwd: REPO, env: childEnv, encoding: "utf8" });
+  const line = r.stdout.split("\n").find((l) => l.startsWith("RESULT ") || l.startsWith("ERROR "));
+  assert.ok(line, `child printed no result (exit ${r.status}): ${r.stderr.slice(-2000)}`);
+  return line.startsWith("RESULT ")
+    ? { info: JSON.parse(line.slice(7)) as Record<string, unknown> }
+    : { error: JSON.parse(line.slice(6)) as string };
+}
+
+describe("backend selection", () => {
+  test("order is tensorflow-gpu → tensorflow → wasm → cpu", () => {
+    assert.deepEqual([...BACKEND_ORDER], ["tensorflow-gpu", "tensorflow", "wasm", "cpu"]);
+  });
+
+  test("unknown TFJS_BACKEND is rejected by name", async () => {
+    await assert.rejects(selectBackend({ requested: "webgpu" }), /TFJS_BACKEND: unknown backend "webgpu"/);
+  });
+
+  test("cache location follows MERGEVQ_CACHE / XDG_CACHE_HOME / HOME and the tfjs version", () => {
+    assert.equal(cacheRoot({ MERGEVQ_CACHE: "/x/y" }), "/x/y");
+    assert.equal(cacheRoot({ XDG_CACHE_HOME: "/xdg" }), "/xdg/mergevq");
+    const dir = tfjsNodeCacheDir({ MERGEVQ_CACHE: "/c" });
+    assert.match(dir, /^\/c\/tfjs-node\/\d+\.\d+\.\d+\/node_modules\/@tensorflow\/tfjs-node$/);
+    const printed = spawnSync("bash", [BUILD_SH, "--pkg-dir"], {
+      env: { ...process.env, MERGEVQ_CACHE: "/c" },
+      encoding: "utf8",
+    });
+    assert.equal(printed.stdout.trim(), dir, "build.sh and backend.ts must agree on the package dir");
+  });
+
+  test("MERGEVQ_TFJS_NODE_DIR is the only native candidate when set", () => {
+    const { candidates } = nativeCandidates({ MERGEVQ_TFJS_NODE_DIR: "/somewhere/tfjs-node" });
+    assert.deepEqual(candidates, [{ dir: "/somewhere/tfjs-node", source: "env" }]);
+  });
+
+  test("a cache build is a candidate only when complete (BUILD-INFO.json + addon)", () => {
+    const env = { MERGEVQ_CACHE: path.join(tmp, "fakecache") };
+    const dir = tfjsNodeCacheDir(env);
+    fs.mkdirSync(path.join(dir, "lib", "napi-v8"), { recursive: true });
+    fs.writeFileSync(path.join(dir, "lib", "napi-v8", "tfjs_binding.node"), "");
+    assert.ok(!nativeCandidates(env).candidates.some((c) => c.source === "cache"), "no BUILD-INFO.json yet");
+    assert.match(nativeCandidates(env).absent.join("\n"), /run hack\/tfjs-native\/build\.sh/);
+    fs.writeFileSync(path.join(dir, "BUILD-INFO.json"), "{}");
+    assert.deepEqual(
+      nativeCandidates(env).candidates.filter((c) => c.source === "cache"),
+      [{ dir, source: "cache" }],
+    );
+  });
+
+  test("TFJS_WASM_THREADS is validated and capped at 8", () => {
+    assert.equal(wasmThreadsWanted({ TFJS_WASM_THREADS: "3" }), 3);
+    assert.equal(wasmThreadsWanted({ TFJS_WASM_THREADS: "64" }), 8);
+    assert.throws(() => wasmThreadsWanted({ TFJS_WASM_THREADS: "0" }), /TFJS_WASM_THREADS/);
+    assert.ok(wasmThreadsWanted({}) >= 1);
+  });
+
+  test("without any native build the selection falls back to wasm and says why", () => {
+    const r = selectInChild({
+      MERGEVQ_CACHE: path.join(tmp, "empty-cache"),
+      MERGEVQ_TFJS_NODE_DIR: undefined,
+      TFJS_BACKEND: undefined,
+    });
+    assert.equal(r.error, undefined);
+    const info = r.info as {
+      name: string;
+      skipped: { choice: BackendChoice; reason: string }[];
+      wasm: { simd: boolean };
+    };
+    assert.equal(info.name, "wasm");
+    assert.equal(info.wasm.simd, true, "Node 20 supports wasm SIMD");
+    assert.deepEqual(
+      info.skipped.map((s) => s.choice),
+      ["tensorflow-gpu", "tensorflow"],
+    );
+    assert.match(info.skipped[1].reason, /no build at .*empty-cache.*run hack\/tfjs-native\/build\.sh/);
+  });
+
+  test("an explicit native request never downgrades: it fails naming the package dir", () => {
+    const r = selectInChild({ TFJS_BACKEND: "tensorflow", MERGEVQ_TFJS_NODE_DIR: path.join(tmp, "no-such-tfjs-node") });
+    assert.equal(r.info, undefined, "must not fall back to another backend");
+    assert.match(r.error ?? "", /TFJS_BACKEND=tensorflow requested but it cannot start: .*no-such-tfjs-node/);
+  });
+
+  test("explicit TFJS_BACKEND=cpu starts cpu even when faster backends exist", () => {
+    const r = selectInChild({ TFJS_BACKEND: "cpu" });
+    assert.equal((r.info as { name: string }).name, "cpu");
+  });
+});
+
+// ---------------------------------------------------------------------------------------------------------
+// Parity: the same forward + backward on every available backend.
+
+const pad1 = (x: tf.Tensor4D): tf.Tensor4D =>
+  tf.pad(x, [
+    [0, 0],
+    [1, 1],
+    [1, 1],
+    [0, 0],
+  ]);
+
+/** Deterministic pseudo-random floats in [-1, 1) (LCG) so every backend gets identical inputs. */
+function lcg(n: number, seed: number): Float32Array {
+  const out = new Float32Array(n);
+  let s = seed >>> 0;
+  for (let i = 0; i < n; i++) {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    out[i] = s / 2 ** 31 - 1;
+  }
+  return out;
+}
+
+interface Result {
+  loss: number;
+  grads: Float32Array[];
+}
+
+/**
+ * Small conv net through the model's conv core (blocks.conv2dValid: native tfjs gradients on cpu/tensorflow,
+ * the manual formulation on wasm, which has no Conv2DBackpropFilter kernel):
+ * conv3x3(3→8)+relu → conv3x3 s2 (8→16)+relu → mean pool → dense(16→4) → MSE.
+ */
+function convNetStep(): Result {
+  const shapes: [number, number, number, number][] = [
+    [3, 3, 3, 8],
+    [3, 3, 8, 16],
+  ];
+  return tf.tidy(() => {
+    const x = tf.tensor4d(lcg(2 * 16 * 16 * 3, 1), [2, 16, 16, 3]);
+    const w1 = tf.tensor4d(
+      lcg(3 * 3 * 3 * 8, 2).map((v) => v * 0.4),
+      shapes[0],
+    );
+    const w2 = tf.tensor4d(
+      lcg(3 * 3 * 8 * 16, 3).map((v) => v * 0.2),
+      shapes[1],
+    );
+    const w3 = tf.tensor2d(
+      lcg(16 * 4, 4).map((v) => v * 0.5),
+      [16, 4],
+    );
+    const target = tf.tensor2d(lcg(2 * 4, 5), [2, 4]);
+    const f = (a: tf.Tensor, b: tf.Tensor, c: tf.Tensor): tf.Scalar => {
+      const h1 = tf.relu(conv2dValid(pad1(x), a as tf.Tensor4D, 1));
+      const h2 = tf.relu(conv2dValid(pad1(h1), b as tf.Tensor4D, 2));
+      const pooled = tf.mean(h2, [1, 2]) as tf.Tensor2D;
+      return tf.losses.meanSquaredError(target, tf.matMul(pooled, c as tf.Tensor2D)) as tf.Scalar;
+    };
+    const { value, grads } = tf.valueAndGrads(f)([w1, w2, w3]);
+    return { loss: value.dataSync()[0], grads: grads.map((g) => g.dataSync() as Float32Array) };
+  });
+}
+
+/** T1 tokenizer (64×64, random weights from a fixed seed): recon MSE + LFQ terms, grads of every variable. */
+async function t1Step(): Promise<Result | undefined> {
+  const modPath = path.join(HERE, "tokenizer/mergevq.ts");
+  if (!fs.existsSync(modPath)) return undefined;
+  const { MergeVQTokenizer } = (await import("./tokenizer/mergevq.ts")) as typeof import("./tokenizer/mergevq.ts");
+  const tok = new MergeVQTokenizer("T1");
+  try {
+    const res = tok.config.resolution;
+    const x = tf.tensor4d(lcg(res * res * 3, 7), [1, res, res, 3]);
+    const vars = tok.trainableVariables();
+    const { value, grads } = tf.variableGrads(() => {
+      const out = tok.forward(x, { training: true });
+      const loss = tf.addN([
+        tf.losses.meanSquaredError(x, out.recon),
+        tf.mul(out.losses.entropy, 0.1),
+        tf.mul(out.losses.commitment, 0.25),
+      ]) as tf.Scalar;
+      return loss;
+    }, vars);
+    const result = {
+      loss: value.dataSync()[0],
+      grads: vars.filter((v) => grads[v.name]).map((v) => grads[v.name].dataSync() as Float32Array),
+    };
+    tf.dispose([x, value, grads]);
+    return result;
+  } finally {
+    tok.dispose();
+  }
+}
+
+/**
+ * Loss within rtol; every gradient tensor within rtol of its own max |value|, floored at 1e-3 of the largest
+ * gradient anywhere (a tensor whose gradient is ~0, e.g. a bias after a norm, is compared at that floor:
+ * its values are rounding noise on every backend).
+ */
+function assertClose(
+  what: string,
+  got: Result,
+  ref: Result,
+  rtol: number,
+  l2tol: number,
+): { maxRel: number; l2Rel: number } {
+  assert.ok(Number.isFinite(got.loss) && Number.isFinite(ref.loss), `${what}: finite losses`);
+  assert.ok(
+    Math.abs(got.loss - ref.loss) <= rtol * Math.max(1e-6, Math.abs(ref.loss)),
+    `${what}: loss ${got.loss} vs ${ref.loss}`,
+  );
+  assert.equal(got.grads.length, ref.grads.length, `${what}: gradient count`);
+  const maxAbs = (a: Float32Array) => a.reduce((m, v) => Math.max(m, Math.abs(v)), 0);
+  const globalScale = Math.max(...ref.grads.map(maxAbs));
+  assert.ok(globalScale > 0, `${what}: all reference gradients are zero`);
+  let maxRel = Math.abs(got.loss - ref.loss) / Math.max(1e-6, Math.abs(ref.loss));
+  let d2 = 0;
+  let r2 = 0;
+  got.grads.forEach((g, i) => {
+    const r = ref.grads[i];
+    assert.equal(g.length, r.length, `${what}: grad ${i} size`);
+    let diff = 0;
+    for (let j = 0; j < r.length; j++) {
+      diff = Math.max(diff, Math.abs(g[j] - r[j]));
+      d2 += (g[j] - r[j]) ** 2;
+      r2 += r[j] ** 2;
+    }
+    const scale = Math.max(maxAbs(r), 1e-3 * globalScale);
+    const rel = diff / scale;
+    maxRel = Math.max(maxRel, rel);
+    assert.ok(rel <= rtol, `${what}: grad ${i} max |Δ| ${diff} vs scale ${scale} (rel ${rel})`);
+  });
+  // Whole gradient vector: ‖Δ‖₂ / ‖ref‖₂.
+  const l2Rel = Math.sqrt(d2 / r2);
+  assert.ok(l2Rel <= l2tol, `${what}: gradient relative L2 error ${l2Rel} > ${l2tol}`);
+  return { maxRel, l2Rel };
+}
+
+describe("native vs wasm/cpu parity", () => {
+  test("conv net and T1 tokenizer forward+backward agree across the available backends", async (t) => {
+    const { candidates, absent } = nativeCandidates();
+    let native: BackendChoice | undefined;
+    if (candidates.length > 0) {
+      await startBackend("tensorflow"); // a present build that fails to load fails the test
+      native = "tensorflow";
+    } else {
+      // Native absent: prove it is deliberate, not a broken discovery.
+      const check = spawnSync("bash", [BUILD_SH, "--check"], { encoding: "utf8" });
+      assert.notEqual(
+        check.status,
+        0,
+        `build.sh --check says a native build exists but discovery found none: ${absent}`,
+      );
+      await assert.rejects(startBackend("tensorflow"), /no native tfjs-node/);
+      t.diagnostic(`native backend ABSENT (${absent.join("; ")}): comparing wasm vs cpu only`);
+    }
+    const compared: string[] = [];
+    const run = async <R>(choice: BackendChoice, f: () => R | Promise<R>): Promise<R> => {
+      await startBackend(choice);
+      assert.equal(tf.getBackend(), choice === "tensorflow-gpu" ? "tensorflow" : choice);
+      return f();
+    };
+
+    // Small conv net: cpu (pure JS) is the reference; every other backend must match it.
+    const refConv = await run("cpu", convNetStep);
+    for (const b of [native, "wasm"] as const) {
+      if (!b) continue;
+      const { maxRel, l2Rel } = assertClose(`conv net ${b} vs cpu`, await run(b, convNetStep), refConv, 1e-3, 1e-4);
+      compared.push(`conv-net: ${b} vs cpu (max rel ${maxRel.toExponential(1)}, L2 rel ${l2Rel.toExponential(1)})`);
+    }
+
+    // T1 tokenizer: wasm is the reference (cpu is too slow for 64×64 here); native must match it.
+    if (native) {
+      const refT1 = await run("wasm", t1Step);
+      if (refT1) {
+        const got = await run(native, t1Step);
+        assert.ok(got, "T1 step ran");
+        // Deep float32 net, different summation orders (oneDNN vs XNNPACK): per-tensor 1e-2, whole vector 2e-3 (measured 2.8e-3 and 5.1e-4).
+        const { maxRel, l2Rel } = assertClose(`T1 ${native} vs wasm`, got, refT1, 1e-2, 2e-3);
+        compared.push(
+          `T1 tokenizer: ${native} vs wasm (${refT1.grads.length} grads, max rel ${maxRel.toExponential(1)}, L2 rel ${l2Rel.toExponential(1)})`,
+        );
+      } else {
+        t.diagnostic("T1 tokenizer (trainer/src/tokenizer/mergevq.ts) not present: conv net only");
+      }
+    }
+    t.diagnostic(`backends compared: ${compared.join("; ")}`);
+    assert.ok(compared.length >= 1);
+    if (native) assert.ok(compared.some((c) => c.startsWith(`conv-net: ${native}`)));
+  });
+});

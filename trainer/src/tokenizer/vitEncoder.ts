@@ -1,0 +1,40 @@
+// MergeVQ spec §2.2 (R variant): ViT-B patch embedding replacing the CNN — Conv(3→768, kernel 16,
+// stride 16, bias) + GroupNorm(768 groups, eps 1e-6, affine). No padding and no positional embedding, so
+// the R encoder is permutation-equivariant over patches. The conv is written as patchify + matmul
+// (identical result, gradient available on every backend).
+// [decision] the patch conv uses the PyTorch default init U(±1/√(3·16·16)) (spec §2.7 lists only the
+// transformer Linear/Conv layers under trunc-normal .02).
+import * as tf from "@tensorflow/tfjs";
+import type { ArchConfig } from "../config/tokenizer.ts";
+import { convSpecs, groupNorm, normSpecs } from "./blocks.ts";
+import type { ParamSpec, Params } from "./params.ts";
+
+export function vitEncoderSpecs(cfg: ArchConfig): ParamSpec[] {
+  const p = cfg.patchSize;
+  const D = cfg.derived.encDim;
+  return [
+    ...convSpecs("encoder.patch_embed", p, p, 3, D, { bias: true, init: "torch", group: "encoder" }),
+    ...normSpecs("encoder.patch_norm", D, "encoder"),
+  ];
+}
+
+/** x [B, H, W, 3] → patch features [B, H/p, W/p, D]. */
+export function vitEncoder(P: Params, cfg: ArchConfig, x: tf.Tensor4D): tf.Tensor4D {
+  const p = cfg.patchSize;
+  const D = cfg.derived.encDim;
+  const [B, H, W, C] = x.shape;
+  const h = Math.floor(H / p);
+  const w = Math.floor(W / p);
+  const xc = tf.slice(x, [0, 0, 0, 0], [B, h * p, w * p, C]); // PyTorch VALID conv drops the remainder
+  const patches = tf.reshape(tf.transpose(tf.reshape(xc, [B, h, p, w, p, C]), [0, 1, 3, 2, 4, 5]), [
+    B * h * w,
+    p * p * C,
+  ]);
+  // [B, h, p, w, p, C] → [B, h, w, p, p, C] → [B·h·w, p·p·C]; row order (kh, kw, cin) matches the weight layout.
+  const emb = tf.add(
+    tf.matMul(patches, tf.reshape(P.get("encoder.patch_embed.weight"), [p * p * C, D])),
+    P.get("encoder.patch_embed.bias"),
+  );
+  const map = tf.reshape(emb, [B, h, w, D]) as tf.Tensor4D; // [B·h·w, D] → [B, h, w, D]
+  return groupNorm(P, "encoder.patch_norm", map, D, 1e-6);
+}
