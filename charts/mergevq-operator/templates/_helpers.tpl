@@ -35,10 +35,10 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- define "mergevq-operator.rules" -}}
 - apiGroups: ["mergevq.ai"]
   resources: ["tokenizertrainings", "artrainings", "samplingjobs"]
-  verbs: ["get", "list", "watch", "patch", "delete"]
+  verbs: ["get", "list", "watch", "delete"]
 - apiGroups: ["mergevq.ai"]
   resources: ["tokenizertrainings/status", "artrainings/status", "samplingjobs/status"]
-  verbs: ["get", "patch", "update"]
+  verbs: ["get", "patch"]
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["get", "list", "watch", "create", "delete"]
@@ -50,15 +50,15 @@ app.kubernetes.io/instance: {{ .Release.Name }}
   verbs: ["get"]
 - apiGroups: ["", "events.k8s.io"]
   resources: ["events"]
-  verbs: ["create", "patch"]
+  verbs: ["create"]
 {{- if .Values.gang.volcano }}
 - apiGroups: ["scheduling.volcano.sh"]
   resources: ["podgroups"]
-  verbs: ["get", "list", "watch", "create", "delete"]
+  verbs: ["create"]
 {{- end }}
 {{- if .Values.gang.schedulerPlugins }}
 - apiGroups: ["scheduling.x-k8s.io"]
   resources: ["podgroups"]
-  verbs: ["get", "list", "watch", "create", "delete"]
+  verbs: ["create"]
 {{- end }}
 {{- end -}}

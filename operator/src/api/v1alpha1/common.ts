@@ -290,7 +290,7 @@ export const RunPolicy = z
       .max(1000)
       .default(3)
       .describe(
-        "Counted restarts of the whole group before the run fails (signals, preemption and node loss are not counted).",
+        "Counted restarts of the whole group before the run fails: retryable exits (codes 128-255, e.g. signals), stalls and rendezvous timeouts count; preemption, node loss and suspend/resume do not.",
       ),
     activeDeadlineSeconds: z
       .number()

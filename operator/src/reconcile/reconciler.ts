@@ -1,0 +1,219 @@
+// One reconcile of one run: observe → plan (pure) → write status (only on diff, resourceVersion precondition)
+// → delete/create children → events. Keys are `<Kind>/<namespace>/<name>`.
+import type { CoreV1Api, CustomObjectsApi, V1Pod } from "@kubernetes/client-node";
+import type { Logger } from "../../../common/src/logger.ts";
+import type { ReconcileResult } from "../controller/workqueue.ts";
+import {
+  type Clients,
+  ConflictError,
+  createPod,
+  createPodGroup,
+  createService,
+  deletePod,
+  deleteRun,
+  deleteService,
+  emitEvent,
+  forEachLimit,
+  getRun,
+  patchStatus,
+} from "./apply.ts";
+import { LABEL } from "./labels.ts";
+import { type Caches, observe, readDocuments } from "./observe.ts";
+import { planSampling } from "./pipeline.ts";
+import { REASON } from "./reasons.ts";
+import { KINDS, type OperatorContext, parseRun, type RunKind, type RunStatus } from "./run.ts";
+import { mergePatchDiff, StatusBuilder } from "./status.ts";
+import type { StatusReader } from "./statusReader.ts";
+import { type Plan, planTraining, type RunEvent } from "./training.ts";
+
+export const COMPONENT = "mergevq-operator";
+
+export function runKeyOf(kind: RunKind, namespace: string, name: string): string {
+  return `${kind}/${namespace}/${name}`;
+}
+
+export function parseKey(key: string): { kind: RunKind; namespace: string; name: string } {
+  const [kind, namespace, name] = key.split("/");
+  if (!(kind in KINDS) || !namespace || !name) throw new Error(`bad key ${key}`);
+  return { kind: kind as RunKind, namespace, name };
+}
+
+export interface ReconcilerDeps {
+  core: CoreV1Api;
+  custom: CustomObjectsApi;
+  caches: Caches;
+  ctx: OperatorContext;
+  reader: StatusReader;
+  logger: Logger;
+  now?: () => number;
+  /** Concurrency of child create/delete calls within one reconcile. */
+  writeConcurrency?: number;
+}
+
+export class Reconciler {
+  private readonly c: Clients;
+  constructor(private readonly d: ReconcilerDeps) {
+    this.c = { core: d.core, custom: d.custom };
+  }
+
+  private now(): number {
+    return (this.d.now ?? Date.now)();
+  }
+
+  async reconcile(key: string): Promise<ReconcileResult | undefined> {
+    const { kind, namespace, name } = parseKey(key);
+    const log = this.d.logger.child({ run: `${namespace}/${name}`, kind });
+    const raw = await getRun(this.c, kind, namespace, name);
+    if (!raw) {
+      await this.cleanupOrphans(kind, namespace, name, log);
+      return undefined;
+    }
+    const meta = raw.metadata as {
+      uid: string;
+      resourceVersion?: string;
+      generation?: number;
+      deletionTimestamp?: string;
+    };
+    const ref = { kind, namespace, name, uid: meta.uid };
+    if (meta.deletionTimestamp) {
+      // Explicit child deletion: do not rely on the garbage collector alone.
+      await this.deleteChildren(ref.uid, namespace, name, kind, log);
+      return undefined;
+    }
+
+    const parsed = parseRun(kind, raw);
+    if (!parsed.ok) {
+      // Invalid at reconcile time (admission should have caught it): condition + no pods; a spec edit requeues.
+      const now = new Date(this.now()).toISOString();
+      const b = new StatusBuilder(raw.status as RunStatus | undefined, now, meta.generation);
+      b.s.phase = "Waiting";
+      const changed = b.cond("Admitted", "False", REASON.InvalidSpec, parsed.message, true);
+      await this.writeStatus(ref, meta.resourceVersion, raw.status, b.s, log);
+      if (changed)
+        await this.emit(ref, [{ type: "Warning", reason: REASON.InvalidSpec, message: parsed.message }], log);
+      return undefined;
+    }
+    const run = parsed.run;
+    const snap = await observe(this.d.core, this.d.caches, this.d.ctx, run, raw);
+    const docs = await readDocuments(this.d.reader, snap);
+    if (docs.error) log.warn({ err: String(docs.error) }, "reading trainer status documents failed");
+
+    const now = this.now();
+    let plan: Plan;
+    if (run.kind === "SamplingJob") {
+      plan = planSampling(
+        {
+          now,
+          run,
+          pods: snap.pods,
+          blocker: snap.blocker,
+          acc: snap.acc,
+          modelCheckpoint: snap.modelCheckpoint,
+          tokenizerCheckpoint: snap.tokenizerCheckpoint,
+          metricsDoc: docs.metricsDoc,
+        },
+        this.d.ctx,
+      );
+    } else {
+      plan = planTraining(
+        {
+          now,
+          run,
+          pods: snap.pods,
+          serviceExists: snap.serviceExists,
+          blocker: snap.blocker,
+          acc: snap.acc,
+          tokenizerCheckpoint: snap.tokenizerCheckpoint,
+          progress: docs.progress,
+          metricsDoc: docs.metricsDoc,
+        },
+        this.d.ctx,
+      );
+    }
+
+    // 1. The decision (status) first: if this write loses a race, nothing else happens.
+    const wrote = await this.writeStatus(ref, meta.resourceVersion, raw.status, plan.status, log);
+    if (wrote === "gone") return undefined;
+    // 2. Children.
+    const conc = this.d.writeConcurrency ?? 16;
+    if (plan.deletePods.length) {
+      log.info({ pods: plan.deletePods }, "deleting pods");
+      await forEachLimit(plan.deletePods, conc, (n) => deletePod(this.c, namespace, n));
+    }
+    if (plan.createService) await createService(this.c, plan.createService);
+    if (plan.createPodGroup) await createPodGroup(this.c, plan.createPodGroup);
+    if (plan.createPods.length) {
+      log.info({ pods: plan.createPods.map((p) => p.metadata?.name) }, "creating pods");
+      await forEachLimit(plan.createPods, conc, (p: V1Pod) => createPod(this.c, p));
+    }
+    // 3. Events, after the status write; best effort, off the reconcile's critical path.
+    void this.emit(ref, plan.events, log);
+    if (plan.deleteRun) {
+      log.info("deleting run: ttlSecondsAfterFinished elapsed");
+      await this.deleteChildren(ref.uid, namespace, name, kind, log);
+      await deleteRun(this.c, ref);
+      return undefined;
+    }
+    return plan.requeueAfterMs !== undefined ? { requeueAfterMs: plan.requeueAfterMs } : undefined;
+  }
+
+  private async writeStatus(
+    ref: { kind: RunKind; namespace: string; name: string },
+    resourceVersion: string | undefined,
+    before: unknown,
+    after: RunStatus,
+    log: Logger,
+  ): Promise<"unchanged" | "written" | "gone"> {
+    const patch = mergePatchDiff(before ?? {}, after);
+    if (patch === undefined) return "unchanged";
+    const res = await patchStatus(this.c, ref, resourceVersion, patch);
+    if (!res) return "gone";
+    log.debug({ phase: after.phase, attempt: after.attempt }, "status written");
+    return "written";
+  }
+
+  private async emit(
+    ref: { kind: RunKind; namespace: string; name: string; uid: string },
+    events: RunEvent[],
+    log: Logger,
+  ) {
+    await Promise.all(
+      events.map(async (e) => {
+        log.info({ reason: e.reason, type: e.type }, e.message);
+        try {
+          await emitEvent(this.c, ref, e, COMPONENT, new Date(this.now()));
+        } catch (err) {
+          log.warn({ err: String(err) }, "emitting event failed");
+        }
+      }),
+    );
+  }
+
+  private async deleteChildren(uid: string, namespace: string, name: string, kind: RunKind, log: Logger) {
+    const pods = this.d.caches.pods.byIndex("owner-uid", uid).filter((p) => !p.metadata?.deletionTimestamp);
+    if (pods.length) log.info({ count: pods.length }, "deleting pods of deleted run");
+    await forEachLimit(pods, 16, (p) => deletePod(this.c, namespace, p.metadata!.name!));
+    if (kind !== "SamplingJob") {
+      const svcs = this.d.caches.services.byIndex("owner-uid", uid);
+      for (const s of svcs) await deleteService(this.c, namespace, s.metadata!.name!);
+    }
+    void name;
+  }
+
+  /** The run is gone: delete children still labelled with its name whose owner no longer exists. */
+  private async cleanupOrphans(kind: RunKind, namespace: string, name: string, log: Logger) {
+    const owned = (o: {
+      metadata?: { ownerReferences?: Array<{ kind: string; name: string }>; deletionTimestamp?: unknown };
+    }) =>
+      !o.metadata?.deletionTimestamp &&
+      (o.metadata?.ownerReferences ?? []).some((r) => r.kind === kind && r.name === name);
+    const pods = this.d.caches.pods.list(namespace).filter(owned);
+    if (pods.length) log.info({ count: pods.length }, "deleting orphaned pods");
+    await forEachLimit(pods, 16, (p) => deletePod(this.c, namespace, p.metadata!.name!));
+    for (const s of this.d.caches.services.list(namespace).filter(owned)) {
+      if (s.metadata?.labels?.[LABEL.kind] === kind) await deleteService(this.c, namespace, s.metadata!.name!);
+    }
+  }
+}
+
+export { ConflictError };
