@@ -1,0 +1,193 @@
+// The `make demo` flow as functions, so the e2e suite runs exactly the same steps with smaller step counts.
+//   cluster (already up; KUBECONFIG + S3 env) → CRDs + operator via Helm → dataset shards on S3 → S3 Secret →
+//   TokenizerTraining → watch progress → final status + reconstruction grid downloaded from S3.
+import { execFileSync } from "node:child_process";
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { CreateBucketCommand, HeadBucketCommand } from "@aws-sdk/client-s3";
+import * as k8s from "@kubernetes/client-node";
+import { parse } from "yaml";
+import type { TokenizerTraining } from "../../operator/src/api/v1alpha1/index.ts";
+import { readImageNetSplit } from "../../trainer/src/data/imagenet.ts";
+import { packImageNet, readShardIndex } from "../../trainer/src/data/shards.ts";
+import { createS3Client, createStorage, s3SettingsFromEnv } from "../../trainer/src/data/storage.ts";
+
+export const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
+const GROUP = "mergevq.ai";
+const VERSION = "v1alpha1";
+
+export interface DemoEnv {
+  kubeconfig: string;
+  s3Endpoint: string;
+  binDir: string;
+}
+
+export function demoEnv(): DemoEnv {
+  const need = (v: string) => {
+    const x = process.env[v];
+    if (!x) throw new Error(`${v} is not set (start the cluster with hack/cluster-up.sh and source its env.sh)`);
+    return x;
+  };
+  return {
+    kubeconfig: need("KUBECONFIG"),
+    s3Endpoint: need("MERGEVQ_S3_ENDPOINT"),
+    binDir: execFileSync(path.join(REPO, "hack/toolchain.sh"), ["--bin-dir"], { encoding: "utf8" }).trim(),
+  };
+}
+
+const t0 = Date.now();
+export function say(msg: string): void {
+  process.stderr.write(`[demo ${((Date.now() - t0) / 1000).toFixed(0).padStart(4)}s] ${msg}\n`);
+}
+
+/** Install (or upgrade) the operator chart; the operator pod runs under the node agent with the chart's RBAC. */
+export function installOperator(env: DemoEnv, opts: { namespace?: string; release?: string } = {}): void {
+  const ns = opts.namespace ?? "mergevq-system";
+  execFileSync(
+    path.join(env.binDir, "helm"),
+    [
+      "upgrade",
+      "--install",
+      opts.release ?? "mergevq",
+      path.join(REPO, "charts/mergevq-operator"),
+      "--namespace",
+      ns,
+      "--create-namespace",
+      "--set",
+      `s3.endpoint=${env.s3Endpoint}`,
+      "--set",
+      "logLevel=info",
+      "--wait",
+      "--timeout",
+      "4m",
+    ],
+    { stdio: ["ignore", "ignore", "inherit"], env: { ...process.env, KUBECONFIG: env.kubeconfig } },
+  );
+}
+
+async function ensureBucket(name: string): Promise<void> {
+  const s3 = createS3Client(s3SettingsFromEnv());
+  try {
+    await s3.send(new HeadBucketCommand({ Bucket: name }));
+  } catch {
+    await s3.send(new CreateBucketCommand({ Bucket: name }));
+  }
+}
+
+/** Build the real-photo dataset (cached) and pack its train split into tar shards on S3 (skipped if present). */
+export async function prepareData(opts: { size?: number; dest?: string } = {}): Promise<string> {
+  const size = opts.size ?? 64;
+  const dest = opts.dest ?? `s3://mergevq-data/photos${size}/shards`;
+  const dirs = execFileSync(path.join(REPO, "hack/dataset/build.sh"), [], { encoding: "utf8" }).trim().split("\n");
+  const root = dirs.find((d) => d.includes(`-${size}-`));
+  if (!root) throw new Error(`hack/dataset/build.sh built no ${size}px variant (got ${dirs.join(", ")})`);
+  await ensureBucket("mergevq-data");
+  await ensureBucket("mergevq-runs");
+  const storage = createStorage(dest);
+  const existing = await readShardIndex(dest, storage).catch(() => undefined);
+  if (existing) {
+    say(`dataset shards already on S3: ${dest} (${existing.numSamples} images, ${existing.shards.length} shards)`);
+    return dest;
+  }
+  const index = await packImageNet(readImageNetSplit(root, "train"), dest, storage, {
+    split: "train",
+    samplesPerShard: 256,
+    seed: 0,
+  });
+  say(`packed ${index.numSamples} photos from ${root} into ${index.shards.length} shards at ${dest}`);
+  return dest;
+}
+
+/** The S3 credentials Secret the example runs reference. */
+export async function ensureS3Secret(kc: k8s.KubeConfig, namespace: string, name = "mergevq-s3"): Promise<void> {
+  const core = kc.makeApiClient(k8s.CoreV1Api);
+  const body: k8s.V1Secret = {
+    metadata: { name, namespace },
+    stringData: {
+      AWS_ACCESS_KEY_ID: process.env.AWS_ACCESS_KEY_ID ?? "",
+      AWS_SECRET_ACCESS_KEY: process.env.AWS_SECRET_ACCESS_KEY ?? "",
+    },
+  };
+  await core.deleteNamespacedSecret({ name, namespace }).catch(() => undefined);
+  await core.createNamespacedSecret({ namespace, body });
+}
+
+export function loadExample(file: string): TokenizerTraining {
+  return parse(readFileSync(path.join(REPO, "examples", file), "utf8")) as TokenizerTraining;
+}
+
+export async function createRun(
+  kc: k8s.KubeConfig,
+  namespace: string,
+  run: { kind: string; metadata: { name?: string } },
+): Promise<void> {
+  const custom = kc.makeApiClient(k8s.CustomObjectsApi);
+  const plural = `${run.kind.toLowerCase()}s`;
+  const name = run.metadata.name ?? "demo";
+  await custom
+    .deleteNamespacedCustomObject({ group: GROUP, version: VERSION, namespace, plural, name })
+    .catch(() => undefined);
+  for (let i = 0; i < 60; i++) {
+    const gone = await custom
+      .getNamespacedCustomObject({ group: GROUP, version: VERSION, namespace, plural, name })
+      .then(() => false)
+      .catch(() => true);
+    if (gone) break;
+    await new Promise((r) => setTimeout(r, 1000));
+  }
+  await custom.createNamespacedCustomObject({ group: GROUP, version: VERSION, namespace, plural, body: run });
+}
+
+type Status = NonNullable<TokenizerTraining["status"]>;
+
+/** Poll the run, printing a `kubectl get tt -w`-style line on every change, until Succeeded/Failed or timeout. */
+export async function watchRun(
+  kc: k8s.KubeConfig,
+  namespace: string,
+  kind: string,
+  name: string,
+  opts: { timeoutMs: number; print?: (line: string) => void },
+): Promise<{ status: Status; object: Record<string, unknown> }> {
+  const custom = kc.makeApiClient(k8s.CustomObjectsApi);
+  const plural = `${kind.toLowerCase()}s`;
+  const deadline = Date.now() + opts.timeoutMs;
+  let last = "";
+  for (;;) {
+    const obj = (await custom.getNamespacedCustomObject({
+      group: GROUP,
+      version: VERSION,
+      namespace,
+      plural,
+      name,
+    })) as {
+      status?: Status;
+    };
+    const s = obj.status ?? {};
+    const p = s.progress ?? {};
+    const line = [
+      `phase=${s.phase ?? "-"}`,
+      `attempt=${s.attempt ?? "-"}`,
+      `step=${p.step ?? "-"}/${p.totalSteps ?? "-"}`,
+      `img/s=${p.imagesPerSecond?.toFixed(2) ?? "-"}`,
+      `eta=${p.etaSeconds !== undefined ? `${Math.round(p.etaSeconds)}s` : "-"}`,
+      ...(s.metrics?.rFID !== undefined ? [`rFID=${s.metrics.rFID.toFixed(2)}`] : []),
+    ].join("  ");
+    if (line !== last) {
+      (opts.print ?? say)(`${kind}/${name}  ${line}`);
+      last = line;
+    }
+    if (s.phase === "Succeeded" || s.phase === "Failed") return { status: s, object: obj as Record<string, unknown> };
+    if (Date.now() > deadline)
+      throw new Error(`${kind}/${name} not finished after ${opts.timeoutMs / 1000} s (last: ${line})`);
+    await new Promise((r) => setTimeout(r, 2000));
+  }
+}
+
+/** Download an artifact (s3:// or file://) to a local file and return its path. */
+export async function download(uri: string, dest: string): Promise<string> {
+  const bytes = await createStorage(uri).get(uri);
+  mkdirSync(path.dirname(dest), { recursive: true });
+  writeFileSync(dest, bytes);
+  return dest;
+}
