@@ -1,0 +1,55 @@
+import assert from "node:assert/strict";
+import { mkdtemp, writeFile } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { test } from "node:test";
+import { createLogger } from "../../common/src/logger.ts";
+import { CliError, main } from "./cli.ts";
+
+const log = createLogger({ component: "cli-test" }, { level: "silent" });
+
+test("unknown command and unknown flag are rejected naming them", async () => {
+  await assert.rejects(
+    main(["tokenizer", "fly"], log),
+    (e: Error) => e instanceof CliError && /unknown command "tokenizer fly"/.test(e.message),
+  );
+  await assert.rejects(
+    main(["tokenizer", "train", "--config", "T0", "--bogus", "1"], log),
+    (e: Error) => e instanceof CliError && /Unknown option '--bogus'/.test(e.message),
+  );
+  await assert.rejects(
+    main(["tokenizer", "train", "--config", "T0", "--data", "/nonexistent", "--out", "/tmp/x", "--steps", "3x"], log),
+    /--steps: expected an integer ≥ 0, got "3x"/,
+  );
+});
+
+test("invalid model and training configs name the offending field", async () => {
+  const dir = await mkdtemp(path.join(os.tmpdir(), "mvq-cli-"));
+  const bad = path.join(dir, "model.json");
+  await writeFile(bad, JSON.stringify({ preset: "T0", heads: 5 }));
+  const base = ["--data", dir, "--out", path.join(dir, "out"), "--backend", "cpu"];
+  await assert.rejects(
+    main(["tokenizer", "train", "--config", bad, ...base], log),
+    (e: Error) => e instanceof CliError && /--config .*model\.json: heads: /.test(e.message),
+  );
+  await assert.rejects(main(["tokenizer", "train", "--config", "T9", ...base], log), /unknown tokenizer preset "T9"/);
+  await writeFile(bad, JSON.stringify({ preset: "T0", chanels: 3, train: { lrr: 1 } }));
+  await assert.rejects(
+    main(["tokenizer", "train", "--config", bad, ...base], log),
+    (e: Error) => e instanceof CliError && /unknown field\(s\): chanels, train\.lrr/.test(e.message),
+  );
+  const badTrain = path.join(dir, "train.json");
+  await writeFile(badTrain, JSON.stringify({ lr: -1, weights: { gan: 1 } }));
+  await assert.rejects(
+    main(["tokenizer", "train", "--config", "T0", "--train-config", badTrain, ...base], log),
+    (e: Error) => /lr: .*too small/i.test(e.message) && /weights: .*unknown field\(s\): gan/.test(e.message),
+  );
+  const prev = process.env.MERGEVQ_MODEL_CONFIG;
+  process.env.MERGEVQ_MODEL_CONFIG = "{not json";
+  try {
+    await assert.rejects(main(["tokenizer", "train", ...base], log), /MERGEVQ_MODEL_CONFIG: invalid JSON/);
+  } finally {
+    if (prev === undefined) delete process.env.MERGEVQ_MODEL_CONFIG;
+    else process.env.MERGEVQ_MODEL_CONFIG = prev;
+  }
+});

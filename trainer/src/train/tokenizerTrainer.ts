@@ -1,0 +1,577 @@
+// Stage-I training loop (spec §4.1–4.3, pitfalls 10–13):
+//   per micro-batch: choose K (deterministic 100-batch cycle) → generatorStep (L1 + LPIPS + 0.1·NS-GAN +
+//   0.1·entropy + 0.25·commitment + w_cls·KL alignment; grads of G only) → discriminatorStep on the same,
+//   detached x̂ (hinge + 0.01·LeCam; grads of D only — the upstream G→D leak is not reproduced) → EMA of
+//   all trainable parameters (G and D) → every `accum` micro-batches: clip (optional), Adam(0.5, 0.9)
+//   step on G and on D, step += 1.
+// Checkpoints are written only at optimiser-step boundaries, so resume is bit-identical on the same
+// backend (the checkpoint holds weights, EMA, both Adams, step, RNG + data-order state and LeCam EMAs).
+import * as tf from "@tensorflow/tfjs";
+import { METRICS_FILE, PROGRESS_FILE, type Progress } from "../../../common/src/contract.ts";
+import type { Logger } from "../../../common/src/logger.ts";
+import { klAlignmentLoss, type OnnxTeacher } from "../losses/alignment.ts";
+import { adoptWeight, hingeDLoss, LeCamEma, nonSaturatingGLoss, type PatchGanDiscriminator } from "../losses/gan.ts";
+import type { PerceptualLoss } from "../losses/perceptual.ts";
+import { l1Loss, l1PerSample } from "../losses/reconstruction.ts";
+import type { Candidate } from "../tokenizer/candidates.ts";
+import { candidateForBatch } from "../tokenizer/candidates.ts";
+import { globalNorm, NamedAdam, NamedEma } from "./adam.ts";
+import {
+  assertSameArchitecture,
+  type Checkpoint,
+  CheckpointError,
+  loadCheckpoint,
+  saveCheckpoint,
+  type TensorEntry,
+} from "./checkpoint.ts";
+import { lrAt, type TrainConfig } from "./config.ts";
+import { type BatchSource, disposeBatch, type LocalFolderState, type TrainBatch } from "./localFolder.ts";
+import { joinUri, storageFor } from "./storage.ts";
+
+/** What the trainer needs from the tokenizer (MergeVQTokenizer satisfies it structurally). */
+export interface TrainableTokenizer {
+  forward(
+    x: tf.Tensor4D,
+    opts: { K: number; clsView?: tf.Tensor4D; training?: boolean },
+  ): {
+    recon: tf.Tensor4D;
+    losses: { entropy: tf.Scalar; commitment: tf.Scalar };
+    cls?: tf.Tensor2D | null;
+    indices: tf.Tensor;
+  };
+  getWeights(): Map<string, tf.Tensor>;
+  setWeights(w: Map<string, tf.Tensor>): void;
+}
+
+/** Static facts about the model config the loop needs. */
+export interface ModelTrainingInfo {
+  /** JSON compared against a checkpoint's stored architecture (must match exactly to resume). */
+  architecture: unknown;
+  /** Full resolved model config (stored in checkpoints; informational). */
+  config: unknown;
+  imageSize: number;
+  /** Side of the teacher/student (CLS) views; 0 = no alignment pass. */
+  clsViewSize: number;
+  codebookBits: number;
+  candidates: readonly Candidate[];
+  nominalK: number;
+  clsWeight: number;
+}
+
+export class NonFiniteLossError extends Error {
+  constructor(
+    readonly step: number,
+    readonly details: Record<string, number>,
+    readonly lastCheckpoint: string | undefined,
+  ) {
+    super(
+      `non-finite loss/gradient at step ${step}: ${JSON.stringify(details)}; training stopped without applying ` +
+        `this update; last good checkpoint: ${lastCheckpoint ?? "none"}`,
+    );
+    this.name = "NonFiniteLossError";
+  }
+}
+
+export interface TrainerDeps {
+  model: TrainableTokenizer;
+  info: ModelTrainingInfo;
+  disc: PatchGanDiscriminator;
+  perceptual: PerceptualLoss | null;
+  teacher: OnnxTeacher | null;
+  data: BatchSource;
+  cfg: TrainConfig;
+  log: Logger;
+  rank?: number;
+  worldSize?: number;
+  /** Checkpoint prefix (path, file:// or s3://); undefined → no checkpoints. */
+  checkpointDir?: string;
+  /** Prefix for progress.json / metrics.json (rank 0 only). */
+  statusUri?: string;
+  backend?: string;
+}
+
+export interface StepLosses {
+  [name: string]: number;
+}
+
+const isVar = (t: tf.Tensor): t is tf.Variable => t instanceof tf.Variable;
+
+export class TokenizerTrainer {
+  readonly model: TrainableTokenizer;
+  readonly disc: PatchGanDiscriminator;
+  readonly cfg: TrainConfig;
+  readonly info: ModelTrainingInfo;
+  /** Optimiser steps done. */
+  step = 0;
+  /** Micro-batches done (drives the K cycle). */
+  microStep = 0;
+  readonly lecam: LeCamEma;
+  lastCheckpoint: string | undefined;
+  private readonly genVars: Map<string, tf.Variable>;
+  private readonly discVars: Map<string, tf.Variable>;
+  private readonly adamG: NamedAdam;
+  private readonly adamD: NamedAdam;
+  private readonly ema: NamedEma;
+  private accG = new Map<string, tf.Tensor>();
+  private accD = new Map<string, tf.Tensor>();
+  private readonly log: Logger;
+  private lastProgressWrite = 0;
+  private readonly rank: number;
+
+  constructor(private readonly deps: TrainerDeps) {
+    this.model = deps.model;
+    this.disc = deps.disc;
+    this.cfg = deps.cfg;
+    this.info = deps.info;
+    this.log = deps.log;
+    this.rank = deps.rank ?? 0;
+    this.genVars = new Map();
+    for (const [name, t] of deps.model.getWeights()) {
+      if (isVar(t) && t.trainable) this.genVars.set(name, t);
+    }
+    if (this.genVars.size === 0) throw new Error("model exposes no trainable variables through getWeights()");
+    this.discVars = new Map([...deps.disc.getWeights()].map(([n, t]) => [n, t as tf.Variable]));
+    const adamOpts = { beta1: this.cfg.beta1, beta2: this.cfg.beta2, eps: this.cfg.eps };
+    this.adamG = new NamedAdam(this.genVars, adamOpts);
+    this.adamD = new NamedAdam(this.discVars, adamOpts);
+    this.ema = new NamedEma(new Map([...this.genVars, ...this.discVars]), this.cfg.emaDecay);
+    this.lecam = new LeCamEma(0, 0, 0.999);
+  }
+
+  get stepsPerEpoch(): number {
+    return Math.max(1, Math.floor(this.deps.data.epochSize / (this.cfg.batchSize * this.cfg.accum)));
+  }
+
+  get lr(): number {
+    return lrAt(this.cfg, this.step, this.stepsPerEpoch);
+  }
+
+  /** K for the current micro-batch: deterministic cycle over the micro-batch counter. */
+  currentCandidate(): Candidate {
+    return candidateForBatch(this.info.candidates, this.microStep);
+  }
+
+  private clsWeight(): number {
+    return this.cfg.weights.cls ?? this.info.clsWeight;
+  }
+
+  /**
+   * Generator step: forward, total G loss / accum, gradients w.r.t. G variables only (accumulated).
+   * Returns the loss parts and the (kept) reconstruction for the discriminator step; the caller disposes it.
+   */
+  async generatorStep(
+    batch: TrainBatch,
+    K: number,
+  ): Promise<{ losses: StepLosses; recon: tf.Tensor4D; indices: tf.Tensor }> {
+    const w = this.cfg.weights;
+    const useCls = this.clsWeight() > 0 && this.deps.teacher !== null && batch.teacherView && batch.studentView;
+    const teacherFeat = useCls
+      ? await (this.deps.teacher as OnnxTeacher).features(batch.teacherView as tf.Tensor4D)
+      : null;
+    const ganW = adoptWeight(w.generator, this.step, this.cfg.discStart);
+    let recon: tf.Tensor4D | undefined;
+    let indices: tf.Tensor | undefined;
+    const parts: Record<string, tf.Scalar> = {};
+    const { value, grads } = tf.variableGrads(() => {
+      const out = this.model.forward(batch.image, {
+        K,
+        clsView: useCls ? (batch.studentView as tf.Tensor4D) : undefined,
+      });
+      recon = tf.keep(out.recon);
+      indices = tf.keep(out.indices);
+      const rec = l1Loss(batch.image, out.recon);
+      let total: tf.Tensor = tf.mul(w.reconstruction, rec);
+      parts.rec = tf.keep(rec);
+      if (this.deps.perceptual && w.perceptual > 0) {
+        const p = this.deps.perceptual.loss(batch.image, out.recon);
+        parts.perceptual = tf.keep(p);
+        total = tf.add(total, tf.mul(w.perceptual, p));
+      }
+      if (ganW > 0) {
+        const g = nonSaturatingGLoss(this.disc.apply(out.recon));
+        parts.gen = tf.keep(g);
+        total = tf.add(total, tf.mul(ganW, g));
+      }
+      parts.entropy = tf.keep(out.losses.entropy);
+      parts.commit = tf.keep(out.losses.commitment);
+      total = tf.add(total, tf.add(tf.mul(w.entropy, out.losses.entropy), tf.mul(w.commitment, out.losses.commitment)));
+      if (teacherFeat && out.cls) {
+        const c = klAlignmentLoss(teacherFeat, out.cls);
+        parts.cls = tf.keep(c);
+        total = tf.add(total, tf.mul(this.clsWeight(), c));
+      }
+      parts.total = tf.keep(total as tf.Scalar);
+      return tf.div(total, this.cfg.accum) as tf.Scalar;
+    }, [...this.genVars.values()]);
+    value.dispose();
+    teacherFeat?.dispose();
+    this.accumulate(this.accG, this.genVars, grads);
+    const losses = readScalars(parts);
+    return { losses, recon: recon as tf.Tensor4D, indices: indices as tf.Tensor };
+  }
+
+  /** Discriminator step on the same x̂ (detached): hinge + λ·LeCam, EMAs updated first; grads of D only. */
+  discriminatorStep(batch: TrainBatch, recon: tf.Tensor4D): StepLosses {
+    const parts: Record<string, tf.Scalar> = {};
+    // x̂ comes from the finished G tape: inside this tape it is a constant, so D's loss cannot reach G.
+    const fake = recon;
+    const { value, grads } = tf.variableGrads(() => {
+      const lr = this.disc.apply(batch.image);
+      const lf = this.disc.apply(fake);
+      const means = tf.stack([tf.mean(lr), tf.mean(lf)]).dataSync();
+      this.lecam.update(means[0], means[1]);
+      const hinge = hingeDLoss(lr, lf);
+      const reg = this.lecam.regulariser(lr, lf);
+      parts.d_hinge = tf.keep(hinge);
+      parts.d_lecam = tf.keep(reg);
+      parts.logits_real = tf.keep(tf.mean(lr) as tf.Scalar);
+      parts.logits_fake = tf.keep(tf.mean(lf) as tf.Scalar);
+      const total = tf.add(hinge, tf.mul(this.cfg.weights.lecam, reg));
+      return tf.div(total, this.cfg.accum) as tf.Scalar;
+    }, [...this.discVars.values()]);
+    value.dispose();
+    this.accumulate(this.accD, this.discVars, grads);
+    return readScalars(parts);
+  }
+
+  private accumulate(
+    acc: Map<string, tf.Tensor>,
+    vars: Map<string, tf.Variable>,
+    grads: Record<string, tf.Tensor | null>,
+  ): void {
+    for (const [name, v] of vars) {
+      const g = grads[v.name];
+      if (!g) continue;
+      const prev = acc.get(name);
+      if (prev) {
+        acc.set(name, tf.add(prev, g));
+        prev.dispose();
+        g.dispose();
+      } else {
+        acc.set(name, g);
+      }
+    }
+  }
+
+  /** Clip (optional) and apply accumulated grads with Adam; NaN/Inf guard on the gradient norm. */
+  private applyUpdates(losses: StepLosses): { gradNormG: number; gradNormD: number } {
+    const gradNormG = globalNorm(this.accG.values());
+    const gradNormD = globalNorm(this.accD.values());
+    if (!Number.isFinite(gradNormG) || !Number.isFinite(gradNormD)) {
+      this.dropAccumulated();
+      throw new NonFiniteLossError(this.step, { ...losses, gradNormG, gradNormD }, this.lastCheckpoint);
+    }
+    const lr = this.lr;
+    const clip = (acc: Map<string, tf.Tensor>, norm: number) => {
+      if (this.cfg.gradClip === null || norm <= this.cfg.gradClip) return acc;
+      const f = this.cfg.gradClip / (norm + 1e-6);
+      return new Map([...acc].map(([n, g]) => [n, tf.mul(g, f)]));
+    };
+    const g = clip(this.accG, gradNormG);
+    const d = clip(this.accD, gradNormD);
+    this.adamG.step(g, lr);
+    this.adamD.step(d, lr);
+    if (g !== this.accG) for (const t of g.values()) t.dispose();
+    if (d !== this.accD) for (const t of d.values()) t.dispose();
+    this.dropAccumulated();
+    return { gradNormG, gradNormD };
+  }
+
+  private dropAccumulated(): void {
+    for (const t of [...this.accG.values(), ...this.accD.values()]) t.dispose();
+    this.accG = new Map();
+    this.accD = new Map();
+  }
+
+  /**
+   * One optimiser step = `accum` micro-batches. Throws NonFiniteLossError (no update applied) when a loss
+   * or the gradient norm is NaN/Inf.
+   */
+  async trainStep(): Promise<StepLosses> {
+    const sums: StepLosses = {};
+    for (let a = 0; a < this.cfg.accum; a++) {
+      const cand = this.currentCandidate();
+      const batch = await this.deps.data.next(this.cfg.batchSize);
+      try {
+        const g = await this.generatorStep(batch, cand.K);
+        g.indices.dispose();
+        let dl: StepLosses;
+        try {
+          dl = this.discriminatorStep(batch, g.recon);
+        } finally {
+          g.recon.dispose();
+        }
+        const all = { ...g.losses, ...dl };
+        const bad = Object.entries(all).filter(([, v]) => !Number.isFinite(v));
+        if (bad.length) {
+          this.dropAccumulated();
+          throw new NonFiniteLossError(this.step, Object.fromEntries(bad), this.lastCheckpoint);
+        }
+        for (const [k, v] of Object.entries(all)) sums[k] = (sums[k] ?? 0) + v / this.cfg.accum;
+        sums.K = cand.K;
+      } finally {
+        disposeBatch(batch);
+      }
+      this.ema.update();
+      this.microStep++;
+    }
+    const norms = this.applyUpdates(sums);
+    this.step++;
+    return { ...sums, ...norms, lr: this.lr };
+  }
+
+  /** Train until `cfg.steps`, with progress lines, progress.json and periodic checkpoints. */
+  async run(opts: { onStep?: (step: number, losses: StepLosses) => void | Promise<void> } = {}): Promise<StepLosses> {
+    const total = this.cfg.steps;
+    const t0 = performance.now();
+    const startStep = this.step;
+    let last: StepLosses = {};
+    const imagesPerStep = this.cfg.batchSize * this.cfg.accum * (this.deps.worldSize ?? 1);
+    while (this.step < total) {
+      last = await this.trainStep();
+      const elapsed = (performance.now() - t0) / 1000;
+      const done = this.step - startStep;
+      const imagesPerSecond = (done * imagesPerStep) / elapsed;
+      const etaSeconds = ((total - this.step) * elapsed) / done;
+      if (this.step % this.cfg.logEvery === 0 || this.step === total) {
+        this.log.info(
+          {
+            step: this.step,
+            totalSteps: total,
+            losses: roundAll(last),
+            imagesPerSecond: round(imagesPerSecond),
+            etaSeconds: round(etaSeconds),
+          },
+          "train progress",
+        );
+      }
+      if (this.deps.checkpointDir && this.cfg.checkpointInterval > 0 && this.step % this.cfg.checkpointInterval === 0) {
+        await this.saveCheckpoint();
+      }
+      await this.writeProgress({ step: this.step, totalSteps: total, imagesPerSecond, etaSeconds, losses: last });
+      await opts.onStep?.(this.step, last);
+    }
+    if (this.deps.checkpointDir && this.lastCheckpointStep !== this.step) await this.saveCheckpoint();
+    await this.writeProgress({ step: this.step, totalSteps: total, losses: last }, true);
+    return last;
+  }
+
+  private lastCheckpointStep = -1;
+
+  private async writeProgress(
+    p: { step: number; totalSteps: number; imagesPerSecond?: number; etaSeconds?: number; losses?: StepLosses },
+    force = false,
+  ): Promise<void> {
+    if (this.rank !== 0 || !this.deps.statusUri) return;
+    const now = Date.now();
+    if (!force && now - this.lastProgressWrite < this.cfg.progressIntervalSeconds * 1000) return;
+    this.lastProgressWrite = now;
+    const ds = this.deps.data.getState() as Partial<LocalFolderState>;
+    const body: Progress = {
+      step: p.step,
+      totalSteps: p.totalSteps,
+      epoch: ds.epoch,
+      imagesPerSecond: p.imagesPerSecond,
+      etaSeconds: p.etaSeconds !== undefined && Number.isFinite(p.etaSeconds) ? p.etaSeconds : undefined,
+      losses: p.losses ? finiteOnly(p.losses) : undefined,
+      lastCheckpoint: this.lastCheckpoint,
+      dataErrors: Object.keys(this.deps.data.dataErrors).length ? this.deps.data.dataErrors : undefined,
+      updatedAt: new Date().toISOString(),
+    };
+    const uri = joinUri(this.deps.statusUri, PROGRESS_FILE);
+    await storageFor(uri).put(uri, new TextEncoder().encode(JSON.stringify(body)));
+  }
+
+  /** Write metrics.json (rank 0) under the status prefix. */
+  async writeMetrics(report: { metrics: Record<string, number>; notes?: string[] }): Promise<void> {
+    if (this.rank !== 0 || !this.deps.statusUri) return;
+    const uri = joinUri(this.deps.statusUri, METRICS_FILE);
+    const body = {
+      ...report,
+      artifacts: this.lastCheckpoint ? { checkpointUri: this.lastCheckpoint } : undefined,
+      step: this.step,
+      updatedAt: new Date().toISOString(),
+    };
+    await storageFor(uri).put(uri, new TextEncoder().encode(JSON.stringify(body)));
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Checkpoints
+
+  toCheckpoint(): Checkpoint {
+    if (this.accG.size || this.accD.size)
+      throw new CheckpointError("cannot checkpoint in the middle of an accumulation window");
+    const tensors = new Map<string, TensorEntry>();
+    const put = (prefix: string, m: ReadonlyMap<string, tf.Tensor>) => {
+      for (const [n, t] of m)
+        tensors.set(`${prefix}${n}`, { shape: t.shape, dtype: "float32", data: t.dataSync() as Float32Array });
+    };
+    put("g/", this.genVars);
+    put("d/", this.discVars);
+    put("ema/", this.ema.shadow);
+    put("adam_g/m/", this.adamG.m);
+    put("adam_g/v/", this.adamG.v);
+    put("adam_d/m/", this.adamD.m);
+    put("adam_d/v/", this.adamD.v);
+    return {
+      kind: "tokenizer-train",
+      meta: {
+        step: this.step,
+        microStep: this.microStep,
+        adamG: { t: this.adamG.t },
+        adamD: { t: this.adamD.t },
+        lecam: this.lecam.getState(),
+        data: this.deps.data.getState(),
+        architecture: this.architecture(),
+        modelConfig: this.info.config,
+        trainConfig: this.cfg,
+        backend: this.deps.backend,
+        rank: this.rank,
+        worldSize: this.deps.worldSize ?? 1,
+      },
+      tensors,
+    };
+  }
+
+  /** Architecture = model architecture + discriminator shape (must match to resume). */
+  architecture(): unknown {
+    return { model: this.info.architecture, discriminator: this.disc.config };
+  }
+
+  loadFromCheckpoint(ckpt: Checkpoint, source: string): void {
+    if (ckpt.kind !== "tokenizer-train")
+      throw new CheckpointError(`${source}: not a tokenizer training checkpoint (${ckpt.kind})`);
+    assertSameArchitecture(ckpt.meta.architecture, this.architecture(), source);
+    const assign = (prefix: string, m: ReadonlyMap<string, tf.Variable>) => {
+      for (const [n, v] of m) {
+        const e = ckpt.tensors.get(`${prefix}${n}`);
+        if (!e) throw new CheckpointError(`${source}: missing tensor ${prefix}${n}`);
+        if (e.shape.join() !== v.shape.join()) {
+          throw new CheckpointError(`${source}: ${prefix}${n} has shape [${e.shape}], model has [${v.shape}]`);
+        }
+        tf.tidy(() => v.assign(tf.tensor(e.data as Float32Array, e.shape)));
+      }
+    };
+    assign("g/", this.genVars);
+    assign("d/", this.discVars);
+    assign("ema/", this.ema.shadow);
+    assign("adam_g/m/", this.adamG.m);
+    assign("adam_g/v/", this.adamG.v);
+    assign("adam_d/m/", this.adamD.m);
+    assign("adam_d/v/", this.adamD.v);
+    const meta = ckpt.meta as {
+      step: number;
+      microStep: number;
+      adamG: { t: number };
+      adamD: { t: number };
+      lecam: { emaReal: number; emaFake: number };
+      data: LocalFolderState;
+    };
+    this.step = meta.step;
+    this.lastCheckpointStep = meta.step;
+    this.microStep = meta.microStep;
+    this.adamG.t = meta.adamG.t;
+    this.adamD.t = meta.adamD.t;
+    this.lecam.setState(meta.lecam);
+    this.deps.data.setState(meta.data);
+  }
+
+  async saveCheckpoint(): Promise<string | undefined> {
+    if (!this.deps.checkpointDir || this.rank !== 0) return undefined;
+    const uri = await saveCheckpoint(this.deps.checkpointDir, this.step, this.toCheckpoint(), {
+      keepLast: this.cfg.keepLast,
+    });
+    this.lastCheckpoint = uri;
+    this.lastCheckpointStep = this.step;
+    this.log.info({ step: this.step, checkpoint: uri }, "checkpoint saved");
+    return uri;
+  }
+
+  async resume(uri: string): Promise<void> {
+    const ckpt = await loadCheckpoint(uri);
+    this.loadFromCheckpoint(ckpt, uri);
+    this.lastCheckpoint = uri;
+    this.log.info({ step: this.step, checkpoint: uri }, "resumed from checkpoint");
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Evaluation (EMA weights)
+
+  /** Run `fn` with the EMA weights swapped into the model and discriminator, then restore. */
+  async withEmaWeights<T>(fn: () => Promise<T>): Promise<T> {
+    const backup = new Map([...this.genVars].map(([n, v]) => [n, v.clone()]));
+    const ema = new Map<string, tf.Tensor>(
+      [...this.genVars.keys()].map((n) => [n, this.ema.shadow.get(n) as tf.Tensor]),
+    );
+    this.model.setWeights(new Map([...this.model.getWeights()].map(([n, t]) => [n, ema.get(n) ?? t])));
+    try {
+      return await fn();
+    } finally {
+      this.model.setWeights(new Map([...this.model.getWeights()].map(([n, t]) => [n, backup.get(n) ?? t])));
+      for (const t of backup.values()) t.dispose();
+    }
+  }
+
+  /**
+   * Held-out reconstruction: mean L1 (and LPIPS when available) and codebook usage (fraction of the
+   * 2^bits codes used at least once) at a fixed K. `ema` selects EMA (default) or raw weights.
+   */
+  async evaluate(
+    source: BatchSource,
+    opts: { images: number; K?: number; batchSize?: number; ema?: boolean },
+  ): Promise<{ l1: number; perceptual?: number; codebookUsage: number; images: number; K: number }> {
+    const K = opts.K ?? this.cfg.evalK ?? this.info.nominalK;
+    const bs = opts.batchSize ?? this.cfg.batchSize;
+    const run = async () => {
+      const used = new Uint8Array(2 ** this.info.codebookBits);
+      let l1 = 0;
+      let lp = 0;
+      let n = 0;
+      while (n < opts.images) {
+        const b = Math.min(bs, opts.images - n);
+        const batch = await source.next(b);
+        try {
+          let l1s: ArrayLike<number> = [];
+          let lps: ArrayLike<number> | null = null;
+          let idx: ArrayLike<number> = [];
+          tf.tidy(() => {
+            const out = this.model.forward(batch.image, { K, training: false });
+            const rec = tf.clipByValue(out.recon, -1, 1) as tf.Tensor4D;
+            l1s = l1PerSample(batch.image, rec).dataSync();
+            lps = this.deps.perceptual ? this.deps.perceptual.distance(batch.image, rec).dataSync() : null;
+            idx = out.indices.dataSync();
+          });
+          for (let i = 0; i < l1s.length; i++) l1 += l1s[i];
+          if (lps) for (let i = 0; i < (lps as ArrayLike<number>).length; i++) lp += (lps as ArrayLike<number>)[i];
+          for (let i = 0; i < idx.length; i++) used[idx[i]] = 1;
+        } finally {
+          disposeBatch(batch);
+        }
+        n += b;
+      }
+      const usage = used.reduce((a, b) => a + b, 0) / used.length;
+      return { l1: l1 / n, perceptual: this.deps.perceptual ? lp / n : undefined, codebookUsage: usage, images: n, K };
+    };
+    return opts.ema === false ? run() : this.withEmaWeights(run);
+  }
+
+  dispose(): void {
+    this.dropAccumulated();
+    this.adamG.dispose();
+    this.adamD.dispose();
+    this.ema.dispose();
+  }
+}
+
+function readScalars(parts: Record<string, tf.Scalar>): StepLosses {
+  const out: StepLosses = {};
+  for (const [k, t] of Object.entries(parts)) {
+    out[k] = t.dataSync()[0];
+    t.dispose();
+  }
+  return out;
+}
+
+const round = (v: number) => (Number.isFinite(v) ? Number(v.toPrecision(5)) : v);
+const roundAll = (o: StepLosses) => Object.fromEntries(Object.entries(o).map(([k, v]) => [k, round(v)]));
+const finiteOnly = (o: StepLosses) => Object.fromEntries(Object.entries(o).filter(([, v]) => Number.isFinite(v)));
