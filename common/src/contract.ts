@@ -20,6 +20,7 @@ export const ENV = {
   NPROC_PER_NODE: "NPROC_PER_NODE",
   WORLD_SIZE: "WORLD_SIZE",
   RENDEZVOUS_TIMEOUT_SECONDS: "MERGEVQ_RENDEZVOUS_TIMEOUT_SECONDS",
+  POD_IP: "MERGEVQ_POD_IP", // downward API status.podIP: the address collectives listen on
   // Run identity
   RUN: "MERGEVQ_RUN", // "<namespace>/<name>"
   RUN_KIND: "MERGEVQ_KIND", // TokenizerTraining | ARTraining | SamplingJob
@@ -41,6 +42,7 @@ export const ENV = {
   NUM_SHARDS: "MERGEVQ_NUM_SHARDS",
   INCEPTION_URI: "MERGEVQ_INCEPTION_URI", // ONNX Inception for rFID/gFID; unset → generated random net (labelled)
   TEACHER_URI: "MERGEVQ_TEACHER_URI", // ONNX teacher for global alignment
+  PERCEPTUAL_URI: "MERGEVQ_PERCEPTUAL_URI", // frozen LPIPS/VGG weights for the perceptual loss
   TERMINATION_MESSAGE_PATH: "TERMINATION_MESSAGE_PATH",
   // S3 (credentials come from the referenced Secret via secretKeyRef, never inlined)
   AWS_ENDPOINT_URL: "AWS_ENDPOINT_URL",

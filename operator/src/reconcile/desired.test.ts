@@ -93,6 +93,7 @@ test("exact env contract of rank 1 (order included)", () => {
       "MERGEVQ_STATUS_URI",
       "MERGEVQ_MODEL_CONFIG",
       "MERGEVQ_TRAIN_CONFIG",
+      "MERGEVQ_POD_IP",
       "TERMINATION_MESSAGE_PATH",
       "PYTHONUNBUFFERED",
       "AWS_ENDPOINT_URL",
@@ -258,4 +259,14 @@ test("sampling shard and reduce pods carry shard identity, inputs and distinct s
   assert.equal(reduce.metadata!.name, "s-reduce-a1");
   assert.equal(plain(envOf(reduce)).MERGEVQ_STATUS_URI, "s3://ckpt/s/status");
   assert.deepEqual(reduce.spec!.containers[0].args, ["reduce"]);
+});
+
+test("MERGEVQ_POD_IP comes from the downward API; perceptual weights are passed through", () => {
+  const run = makeTokenizerTraining("t").nodes(2).obj();
+  run.spec.model.perceptualUri = "s3://models/lpips.bin";
+  const env = envOf(desiredNodePods(run, cpu(), ctx, { attempt: 1 })[0]);
+  assert.deepEqual(env.find((e) => e.name === "MERGEVQ_POD_IP")?.valueFrom, {
+    fieldRef: { fieldPath: "status.podIP" },
+  });
+  assert.equal(env.find((e) => e.name === "MERGEVQ_PERCEPTUAL_URI")?.value, "s3://models/lpips.bin");
 });

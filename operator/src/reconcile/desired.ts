@@ -181,6 +181,7 @@ export function runEnv(run: Run, inputs: AttemptInputs, statusPrefix: string): V
     if (run.spec.evaluation.inceptionUri)
       env.push({ name: ENV.INCEPTION_URI, value: run.spec.evaluation.inceptionUri });
     if (run.spec.model.teacherUri) env.push({ name: ENV.TEACHER_URI, value: run.spec.model.teacherUri });
+    if (run.spec.model.perceptualUri) env.push({ name: ENV.PERCEPTUAL_URI, value: run.spec.model.perceptualUri });
   } else if (run.kind === "ARTraining") {
     env.push({ name: ENV.MODEL_CONFIG, value: JSON.stringify(run.spec.model) });
     env.push({ name: ENV.TRAIN_CONFIG, value: JSON.stringify(run.spec.training) });
@@ -194,6 +195,7 @@ export function runEnv(run: Run, inputs: AttemptInputs, statusPrefix: string): V
   }
   if (inputs.tokenizerCheckpoint) env.push({ name: ENV.TOKENIZER_CHECKPOINT, value: inputs.tokenizerCheckpoint });
   if (inputs.modelCheckpoint) env.push({ name: ENV.MODEL_CHECKPOINT, value: inputs.modelCheckpoint });
+  env.push({ name: ENV.POD_IP, valueFrom: { fieldRef: { fieldPath: "status.podIP" } } });
   env.push({ name: ENV.TERMINATION_MESSAGE_PATH, value: DEFAULT_TERMINATION_MESSAGE_PATH });
   env.push({ name: "PYTHONUNBUFFERED", value: "1" });
   return env;
