@@ -16,6 +16,7 @@ import path from "node:path";
 import { pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
 import sharp from "sharp";
+import { mulberry32 } from "../../trainer/src/data/random.ts";
 
 export const DATASET_NAME = "debphotos10";
 /** Bump when crop sampling, encoder settings or the source list change. */
@@ -189,18 +190,6 @@ export interface BuildResult {
 }
 
 const sha256 = (b: Buffer | string) => createHash("sha256").update(b).digest("hex");
-
-/** mulberry32: tiny seeded PRNG; the crop grid of a build is a pure function of its seed. */
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 export function defaultCacheDir(): string {
   return (

@@ -7,6 +7,7 @@
 // CompleteMultipartUpload) stay correct; body cuts only hit GETs (their retry is a Range resume).
 import http from "node:http";
 import type { AddressInfo } from "node:net";
+import { mulberry32 } from "../../trainer/src/data/random.ts";
 
 export interface FaultRates {
   /** Share of requests answered with a 5xx (half 503 SlowDown, half 500 InternalError). */
@@ -39,17 +40,6 @@ export interface FaultProxy {
   /** Switch injection on/off (forwarding continues). */
   enabled: boolean;
   close(): Promise<void>;
-}
-
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 const s3Error = (code: string, msg: string) =>
