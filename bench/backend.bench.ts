@@ -1,8 +1,8 @@
-// TF.js backend benchmark: 1024² matmul GFLOP/s and the T1 tokenizer (64², random weights) train-step
+// TF.js backend benchmark: 1024² matmul GFLOP/s and the T1 and GR_d32@64 tokenizer (random weights) train-step
 // images/s on every backend that starts in this process (tensorflow = native tfjs-node when built, wasm,
 // cpu), plus speedup_vs_wasm ratios measured in the same run. When the wasm backend runs multi-threaded,
 // a child process measures the single-threaded wasm matmul too (wasm_threads_speedup).
-//   npx tsx bench/backend.bench.ts        (BENCH_QUICK=1: 512² matmul, batch 2, fewer steps)
+//   npx tsx bench/backend.bench.ts        (BENCH_QUICK=1: 512² matmul, batch 2, T1 only)
 import { spawnSync } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import * as tf from "@tensorflow/tfjs";
@@ -47,8 +47,16 @@ function matmulGflops(backend: string): number {
   return (2 * N ** 3) / s / 1e9;
 }
 
-function t1TrainStep(backend: string): number {
-  const tok = new MergeVQTokenizer("T1");
+/** The two train-step configs of issue 8: T1 and GR_d32 at 64² (/16 → 4×4 tokens; no merge schedule over 12
+ *  blocks reaches a smaller square K, so it runs unmerged, as in bench/tokenizer.bench.ts). */
+const TRAIN_CONFIGS = {
+  T1: "T1",
+  "GR_d32@64": { preset: "GR_d32", resolution: 64, mergeNum: 0, candDistribution: null, clsViewSize: 48 },
+} as const;
+type TrainConfigName = keyof typeof TRAIN_CONFIGS;
+
+function trainStep(backend: string, name: TrainConfigName): number {
+  const tok = new MergeVQTokenizer(TRAIN_CONFIGS[name] as ConstructorParameters<typeof MergeVQTokenizer>[0]);
   const res = tok.config.resolution;
   const x = tf.randomUniform([BATCH, res, res, 3], -1, 1) as tf.Tensor4D;
   const vars = tok.trainableVariables();
@@ -69,7 +77,7 @@ function t1TrainStep(backend: string): number {
     loss?.dataSync();
     loss?.dispose();
   };
-  const reps = backend === "tensorflow" ? 5 : 2;
+  const reps = backend === "tensorflow" ? 3 : 2;
   const s = timeIt(step, reps);
   opt.dispose();
   x.dispose();
@@ -83,7 +91,9 @@ async function main(): Promise<void> {
     console.log(JSON.stringify({ gflops: matmulGflops("wasm") }));
     return;
   }
-  const results: Record<string, { matmul?: number; train?: number; note: string }> = {};
+  const configs = (process.env.BENCH_QUICK ? ["T1"] : Object.keys(TRAIN_CONFIGS)) as TrainConfigName[];
+  const results: Record<string, { matmul?: number; train: Partial<Record<TrainConfigName, number>>; note: string }> =
+    {};
   const { candidates, absent } = nativeCandidates();
   const order: BackendChoice[] = ["tensorflow", "wasm", "cpu"];
   for (const choice of order) {
@@ -100,21 +110,22 @@ async function main(): Promise<void> {
       if (choice === "tensorflow" && candidates.length === 0) log(`  native absent: ${absent.join("; ")}`);
       continue;
     }
-    const r: { matmul?: number; train?: number; note: string } = { note };
+    const r: { matmul?: number; train: Partial<Record<TrainConfigName, number>>; note: string } = { note, train: {} };
     r.matmul = matmulGflops(choice);
     emit(`matmul_${N}_gflops`, r.matmul, "GFLOP/s", choice, `${N}x${N} float32, ${note}`);
     log(`${choice} (${note}): matmul ${N}² ${r.matmul.toFixed(2)} GFLOP/s`);
-    if (choice !== "cpu") {
-      // The pure-JS cpu backend needs minutes per T1 step: it is benchmarked on matmul only.
-      r.train = t1TrainStep(choice);
+    // The pure-JS cpu backend needs minutes per train step: it is benchmarked on matmul only.
+    for (const cfg of choice === "cpu" ? [] : configs) {
+      const ips = trainStep(choice, cfg);
+      r.train[cfg] = ips;
       emit(
-        "t1_train_step_images_per_s",
-        r.train,
+        "train_step_images_per_s",
+        ips,
         "images/s",
         choice,
-        `T1 64² batch=${BATCH} Adam, random weights, ${note}`,
+        `${cfg} 64² batch=${BATCH} Adam, random weights, ${note}`,
       );
-      log(`${choice}: T1 train step ${r.train.toFixed(2)} images/s (batch ${BATCH})`);
+      log(`${choice}: ${cfg} train step ${ips.toFixed(2)} images/s (batch ${BATCH})`);
     }
     results[choice] = r;
   }
@@ -124,15 +135,12 @@ async function main(): Promise<void> {
     if (r.matmul && wasm.matmul) {
       emit("matmul_speedup_vs_wasm", r.matmul / wasm.matmul, "x", b, `${N}² matmul, ${r.note} vs ${wasm.note}`);
     }
-    if (r.train && wasm.train) {
-      emit(
-        "t1_train_step_speedup_vs_wasm",
-        r.train / wasm.train,
-        "x",
-        b,
-        `T1 batch=${BATCH}, ${r.note} vs ${wasm.note}`,
-      );
-      log(`${b}: ${(r.train / wasm.train).toFixed(1)}× wasm on the T1 train step`);
+    for (const cfg of configs) {
+      const mine = r.train[cfg];
+      const ref = wasm.train[cfg];
+      if (!mine || !ref) continue;
+      emit("train_step_speedup_vs_wasm", mine / ref, "x", b, `${cfg} batch=${BATCH}, ${r.note} vs ${wasm.note}`);
+      log(`${b}: ${(mine / ref).toFixed(1)}× wasm on the ${cfg} train step`);
     }
   }
   // Multi-threaded wasm vs the stock single-threaded SIMD build (child process: one wasm module per process).
