@@ -75,7 +75,10 @@ async function ensureBucket(name: string): Promise<void> {
   }
 }
 
-/** Build the real-photo dataset (cached) and pack its train split into tar shards on S3 (skipped if present). */
+/**
+ * Build the real-photo dataset (cached) and pack it into tar shards on S3: the train split at `dest`, the
+ * held-out val split at `dest/val` (where the trainer looks for evaluation shards). Each is skipped if present.
+ */
 export async function prepareData(opts: { size?: number; dest?: string } = {}): Promise<string> {
   const size = opts.size ?? 64;
   const dest = opts.dest ?? `s3://mergevq-data/photos${size}/shards`;
@@ -84,18 +87,23 @@ export async function prepareData(opts: { size?: number; dest?: string } = {}): 
   if (!root) throw new Error(`hack/dataset/build.sh built no ${size}px variant (got ${dirs.join(", ")})`);
   await ensureBucket("mergevq-data");
   await ensureBucket("mergevq-runs");
-  const storage = createStorage(dest);
-  const existing = await readShardIndex(dest, storage).catch(() => undefined);
-  if (existing) {
-    say(`dataset shards already on S3: ${dest} (${existing.numSamples} images, ${existing.shards.length} shards)`);
-    return dest;
+  for (const [split, uri] of [
+    ["train", dest],
+    ["val", `${dest}/val`],
+  ] as const) {
+    const storage = createStorage(uri);
+    const existing = await readShardIndex(uri, storage).catch(() => undefined);
+    if (existing) {
+      say(`${split} shards already on S3: ${uri} (${existing.numSamples} images, ${existing.shards.length} shards)`);
+      continue;
+    }
+    const index = await packImageNet(readImageNetSplit(root, split), uri, storage, {
+      split,
+      samplesPerShard: 256,
+      seed: 0,
+    });
+    say(`packed ${index.numSamples} ${split} photos from ${root} into ${index.shards.length} shards at ${uri}`);
   }
-  const index = await packImageNet(readImageNetSplit(root, "train"), dest, storage, {
-    split: "train",
-    samplesPerShard: 256,
-    seed: 0,
-  });
-  say(`packed ${index.numSamples} photos from ${root} into ${index.shards.length} shards at ${dest}`);
   return dest;
 }
 
@@ -117,14 +125,10 @@ export function loadExample(file: string): TokenizerTraining {
   return parse(readFileSync(path.join(REPO, "examples", file), "utf8")) as TokenizerTraining;
 }
 
-export async function createRun(
-  kc: k8s.KubeConfig,
-  namespace: string,
-  run: { kind: string; metadata: { name?: string } },
-): Promise<void> {
+/** Delete a run object (if present) and wait until it is gone. */
+export async function deleteRun(kc: k8s.KubeConfig, namespace: string, kind: string, name: string): Promise<void> {
   const custom = kc.makeApiClient(k8s.CustomObjectsApi);
-  const plural = `${run.kind.toLowerCase()}s`;
-  const name = run.metadata.name ?? "demo";
+  const plural = `${kind.toLowerCase()}s`;
   await custom
     .deleteNamespacedCustomObject({ group: GROUP, version: VERSION, namespace, plural, name })
     .catch(() => undefined);
@@ -133,13 +137,56 @@ export async function createRun(
       .getNamespacedCustomObject({ group: GROUP, version: VERSION, namespace, plural, name })
       .then(() => false)
       .catch(() => true);
-    if (gone) break;
+    if (gone) return;
     await new Promise((r) => setTimeout(r, 1000));
   }
+}
+
+/** (Re)create a run object: an existing one with the same name is deleted first. */
+export async function createRun(
+  kc: k8s.KubeConfig,
+  namespace: string,
+  run: { kind: string; metadata: { name?: string } },
+): Promise<void> {
+  const custom = kc.makeApiClient(k8s.CustomObjectsApi);
+  const plural = `${run.kind.toLowerCase()}s`;
+  await deleteRun(kc, namespace, run.kind, run.metadata.name ?? "demo");
   await custom.createNamespacedCustomObject({ group: GROUP, version: VERSION, namespace, plural, body: run });
 }
 
 type Status = NonNullable<TokenizerTraining["status"]>;
+
+/**
+ * Give a re-created run a clean slate: wait until the pods of an earlier run with the same name are gone
+ * and delete everything under its checkpoint URI (checkpoints, status/progress.json, artifacts) — otherwise
+ * the operator would read the old progress.json (and its lastCheckpoint) for the new run.
+ */
+export async function resetRunOutputs(
+  kc: k8s.KubeConfig,
+  namespace: string,
+  name: string,
+  checkpointUri: string,
+): Promise<void> {
+  const core = kc.makeApiClient(k8s.CoreV1Api);
+  const selector = `mergevq.ai/run=${name}`;
+  for (let i = 0; i < 120; i++) {
+    const pods = await core.listNamespacedPod({ namespace, labelSelector: selector });
+    if (pods.items.length === 0) break;
+    if (i === 0) say(`waiting for ${pods.items.length} pod(s) of an earlier ${name} run to go away`);
+    for (const p of pods.items)
+      await core
+        .deleteNamespacedPod({ name: p.metadata?.name ?? "", namespace, gracePeriodSeconds: 0 })
+        .catch(() => undefined);
+    await new Promise((r) => setTimeout(r, 1000));
+  }
+  const dir = `${checkpointUri.replace(/\/+$/, "")}/`;
+  const storage = createStorage(dir);
+  const old = (await storage.list(dir)).map((o) => o.uri);
+  if (old.length) {
+    say(`deleting ${old.length} object(s) of an earlier run under ${dir}`);
+    await storage.delete(old);
+  }
+}
 
 /** Poll the run, printing a `kubectl get tt -w`-style line on every change, until Succeeded/Failed or timeout. */
 export async function watchRun(

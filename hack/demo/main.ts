@@ -6,6 +6,7 @@ import path from "node:path";
 import * as k8s from "@kubernetes/client-node";
 import {
   createRun,
+  deleteRun,
   demoEnv,
   download,
   ensureS3Secret,
@@ -13,6 +14,7 @@ import {
   loadExample,
   prepareData,
   REPO,
+  resetRunOutputs,
   say,
   watchRun,
 } from "./flow.ts";
@@ -48,6 +50,8 @@ async function main(): Promise<void> {
   say(
     `applying examples/tokenizer-training-demo.yaml (${tt.spec.resources.nodes} nodes, preset ${tt.spec.model.preset}, ${tt.spec.training.steps} steps)`,
   );
+  await deleteRun(kc, "default", "TokenizerTraining", tt.metadata.name ?? "demo");
+  await resetRunOutputs(kc, "default", tt.metadata.name ?? "demo", tt.spec.checkpoint.uri);
   await createRun(kc, "default", tt);
 
   const { status } = await watchRun(kc, "default", "TokenizerTraining", tt.metadata.name ?? "demo", {
@@ -57,8 +61,15 @@ async function main(): Promise<void> {
     throw new Error(`the demo run ended ${status.phase}: ${JSON.stringify(status.conditions, null, 2)}`);
   }
   console.log(`\nTokenizerTraining/${tt.metadata.name} Succeeded`);
-  console.log(`  rFID:        ${JSON.stringify(status.metrics)}`);
-  console.log(`  metrics:     ${status.metricsNote ?? ""}`);
+  const metrics = Object.entries(status.metrics ?? {});
+  const rfid = metrics.filter(([k]) => k.startsWith("rFID"));
+  const random = rfid.some(([k]) => k.includes("[random-inception]"));
+  console.log(
+    `  rFID (${random ? "Inception weights RANDOMLY generated: NOT a real FID" : "Inception weights from evaluation.inceptionUri"}):`,
+  );
+  for (const [k, v] of rfid) console.log(`    ${k.padEnd(34)} ${v}`);
+  for (const [k, v] of metrics.filter(([k]) => /^(l1|codebookUsage)@/.test(k))) console.log(`    ${k.padEnd(34)} ${v}`);
+  console.log(`  notes:       ${status.metricsNote ?? ""}`);
   console.log(`  checkpoint:  ${status.artifacts?.checkpointUri}`);
   const grid = status.artifacts?.imageUris?.[0];
   if (grid) {

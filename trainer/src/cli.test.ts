@@ -53,3 +53,34 @@ test("invalid model and training configs name the offending field", async () => 
     else process.env.MERGEVQ_MODEL_CONFIG = prev;
   }
 });
+
+test("train-tokenizer reads the CRD-shaped env contract and names unknown fields", async () => {
+  const dir = await mkdtemp(path.join(os.tmpdir(), "mvq-cli-"));
+  const saved = { ...process.env };
+  try {
+    process.env.DATASET_URI = dir;
+    process.env.CHECKPOINT_DIR = path.join(dir, "ckpt");
+    process.env.MERGEVQ_MODEL_CONFIG = JSON.stringify({ preset: "T0", keepTokenz: 36 });
+    process.env.MERGEVQ_TRAIN_CONFIG = JSON.stringify({ steps: 1 });
+    await assert.rejects(
+      main(["train-tokenizer"], log),
+      (e: Error) => e instanceof CliError && /MERGEVQ_MODEL_CONFIG: unknown field\(s\): keepTokenz/.test(e.message),
+    );
+    process.env.MERGEVQ_MODEL_CONFIG = JSON.stringify({ preset: "T0" });
+    process.env.MERGEVQ_TRAIN_CONFIG = JSON.stringify({ steps: 1, gradAccum: 2 });
+    await assert.rejects(
+      main(["train-tokenizer"], log),
+      (e: Error) => e instanceof CliError && /MERGEVQ_TRAIN_CONFIG: unknown field\(s\): gradAccum/.test(e.message),
+    );
+    process.env.MERGEVQ_TRAIN_CONFIG = JSON.stringify({ steps: 1 });
+    process.env.WORLD_SIZE = "2";
+    process.env.NODE_RANK = "0";
+    await assert.rejects(
+      main(["tokenizer", "eval", "--backend", "cpu"], log),
+      /only "tokenizer train" runs data-parallel/,
+    );
+  } finally {
+    for (const k of Object.keys(process.env)) if (!(k in saved)) delete process.env[k];
+    Object.assign(process.env, saved);
+  }
+});

@@ -1,14 +1,27 @@
 #!/usr/bin/env -S node --import tsx
 // mergevq-trainer CLI (Stage I):
-//   tokenizer train       --config <preset|file.json> --data <dir> --out <dir|uri> [--steps N] [--batch B]
+//   tokenizer train       --config <preset|file.json> --data <dir|uri> --out <dir|uri> [--steps N] [--batch B]
 //                         [--backend X] [--train-config <file.json>] [--resume <uri>] [--seed N]
 //   tokenizer eval        --config … --data … --out … --checkpoint <uri> [--K k] [--images N] [--backend X]
 //   tokenizer reconstruct --config … --data … --out … --checkpoint <uri> [--K k] [--images N] [--backend X]
-// Operator env contract (common/src/contract.ts), used when the corresponding flag is absent:
-//   MERGEVQ_MODEL_CONFIG (JSON, may contain "preset"), MERGEVQ_TRAIN_CONFIG (JSON), DATASET_URI,
-//   CHECKPOINT_DIR, CHECKPOINT_INTERVAL, CHECKPOINT_KEEP_LAST, RESUME_FROM, MERGEVQ_STATUS_URI,
-//   MERGEVQ_TEACHER_URI, TERMINATION_MESSAGE_PATH, WORLD_SIZE/NODE_RANK/NPROC_PER_NODE, TFJS_BACKEND.
-//   Not (yet) in the contract: MERGEVQ_PERCEPTUAL_URI (LPIPS weights), same role as MERGEVQ_TEACHER_URI.
+//   train-tokenizer       the operator's default argument: `tokenizer train` driven by the env contract alone
+// Operator env contract (common/src/contract.ts, operator/src/README.md), used when the flag is absent:
+//   MERGEVQ_MODEL_CONFIG  JSON of the CRD's spec.model (preset | variant+size, imageSize, keepTokens,
+//                         evalKeepTokens, codebookBits, teacherUri, perceptualUri, overrides) — see
+//                         train/crdConfig.ts. (`--config file.json` takes the trainer's own config fields.)
+//   MERGEVQ_TRAIN_CONFIG  JSON of spec.training + {evaluation} (steps, batchSize, gradAccumulation, learningRate,
+//                         lrDropSteps, seed, emaDecay, logEverySteps; evaluation.enabled/numImages/inceptionUri).
+//                         (`--train-config file.json` takes train/config.ts fields.)
+//   DATASET_URI (+ DATASET_FORMAT folder|tar-shards; s3:// = shards), CHECKPOINT_DIR, CHECKPOINT_INTERVAL,
+//   CHECKPOINT_KEEP_LAST, RESUME_FROM, MERGEVQ_STATUS_URI, MERGEVQ_TEACHER_URI, MERGEVQ_PERCEPTUAL_URI,
+//   MERGEVQ_INCEPTION_URI, TERMINATION_MESSAGE_PATH, TFJS_BACKEND, and the rendezvous variables
+//   (MASTER_ADDR/PORT, NNODES, NODE_RANK, NPROC_PER_NODE, WORLD_SIZE, MERGEVQ_POD_IP).
+// WORLD_SIZE > 1: data-parallel training over a process group (trainer/src/dist): initial state broadcast
+// from rank 0, G and D gradients averaged every optimiser step; only rank 0 writes checkpoints, status and
+// the final report. At the end of `train` rank 0 evaluates with EMA weights on held-out images: rFID per
+// evaluation K (computeRfidPerK; `rFID` = the nominal K, labelled keys kept, notes say when the Inception
+// weights are random), held-out L1 and codebook usage, and a reconstruction grid PNG (originals in the top
+// row, one row of reconstructions per K below) uploaded to <CHECKPOINT_DIR>/artifacts/reconstruction.png.
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 import * as tf from "@tensorflow/tfjs";
@@ -20,11 +33,15 @@ import { createLogger, type Logger } from "../../common/src/logger.ts";
 import { selectBackend } from "./backend.ts";
 import { resolveConfig } from "./config/tokenizer.ts";
 import { rankFromEnv } from "./data/rank.ts";
+import { configHash, initProcessGroup, type ProcessGroup } from "./dist/processGroup.ts";
+import { InceptionExtractor } from "./eval/inception.ts";
+import { computeRfidPerK, type ReconstructionBatch } from "./eval/rfid.ts";
 import { latestCheckpoint } from "./train/checkpoint.ts";
-import { disposeBatch } from "./train/localFolder.ts";
+import { ContractConfigError, modelFromContract, trainFromContract } from "./train/crdConfig.ts";
+import { type BatchSource, disposeBatch } from "./train/localFolder.ts";
 import { buildTrainer } from "./train/setup.ts";
 import { joinUri, registerS3FromDataPlane, storageFor, toLocalPath, uriScheme } from "./train/storage.ts";
-import { NonFiniteLossError } from "./train/tokenizerTrainer.ts";
+import { NonFiniteLossError, type TokenizerTrainer } from "./train/tokenizerTrainer.ts";
 
 export class CliError extends Error {
   constructor(message: string) {
@@ -33,9 +50,10 @@ export class CliError extends Error {
   }
 }
 
-const USAGE = `usage: mergevq-trainer tokenizer <train|eval|reconstruct> --config <preset|file.json> --data <dir> --out <dir|uri>
+const USAGE = `usage: mergevq-trainer tokenizer <train|eval|reconstruct> --config <preset|file.json> --data <dir|uri> --out <dir|uri>
   [--steps N] [--batch B] [--backend tensorflow-gpu|tensorflow|wasm|cpu] [--train-config file.json]
-  [--resume uri] [--seed N] [--checkpoint uri] [--K k] [--images N]`;
+  [--resume uri] [--seed N] [--checkpoint uri] [--K k] [--images N]
+       mergevq-trainer train-tokenizer [same flags]   (operator default: everything from the env contract)`;
 
 const OPTIONS = {
   config: { type: "string" },
@@ -57,15 +75,18 @@ const ContractEnv = z.object({
   [ENV.MODEL_CONFIG]: z.string().optional(),
   [ENV.TRAIN_CONFIG]: z.string().optional(),
   [ENV.DATASET_URI]: envUri().optional(),
+  [ENV.DATASET_FORMAT]: z.enum(["folder", "tar-shards"]).optional(),
+  [ENV.INCEPTION_URI]: z.string().min(1).optional(),
   [ENV.CHECKPOINT_DIR]: envUri().optional(),
   [ENV.CHECKPOINT_INTERVAL]: envInt({ min: 0 }).optional(),
   [ENV.CHECKPOINT_KEEP_LAST]: envInt({ min: 0 }).optional(),
   [ENV.RESUME_FROM]: envUri().optional(),
   [ENV.STATUS_URI]: envUri().optional(),
   [ENV.TEACHER_URI]: envUri().optional(),
-  MERGEVQ_PERCEPTUAL_URI: envUri().optional(),
+  [ENV.PERCEPTUAL_URI]: envUri().optional(),
   [ENV.TERMINATION_MESSAGE_PATH]: z.string().optional(),
   [ENV.RUN]: z.string().optional(),
+  [ENV.ATTEMPT]: z.string().optional(),
 });
 
 function intFlag(name: string, v: string | undefined, min = 0): number | undefined {
@@ -112,6 +133,8 @@ export interface CliResult {
 }
 
 export async function main(argv: string[], log?: Logger): Promise<CliResult> {
+  // The operator's default container args: ["train-tokenizer"] (+ optional flags).
+  if (argv[0] === "train-tokenizer") argv = ["tokenizer", "train", ...argv.slice(1)];
   const [group, command, ...rest] = argv;
   if (group !== "tokenizer" || !["train", "eval", "reconstruct"].includes(command ?? "")) {
     throw new CliError(`unknown command "${[group, command].filter(Boolean).join(" ")}"\n${USAGE}`);
@@ -124,25 +147,61 @@ export async function main(argv: string[], log?: Logger): Promise<CliResult> {
   }
   const env = parseEnv(ContractEnv);
   const { rank, worldSize } = rankFromEnv();
-  if (worldSize > 1) {
+  if (worldSize > 1 && command !== "train") {
     throw new CliError(
-      `WORLD_SIZE: ${worldSize} ranks requested, but data-parallel gradient synchronisation is not implemented yet (issue 9); run with WORLD_SIZE=1`,
+      `WORLD_SIZE: ${worldSize} ranks: only "tokenizer train" runs data-parallel; run ${command} with WORLD_SIZE=1`,
     );
   }
   const logger = log ?? createLogger({ component: "trainer", run: env[ENV.RUN], rank });
+  const data = values.data ?? env[ENV.DATASET_URI];
   if (
     uriScheme(values.out ?? "") === "s3" ||
+    uriScheme(data ?? "") === "s3" ||
     [env[ENV.CHECKPOINT_DIR], env[ENV.STATUS_URI], env[ENV.RESUME_FROM]].some((u) => u?.startsWith("s3://"))
   ) {
     await registerS3FromDataPlane();
   }
 
-  const modelInput = modelConfigInput(values.config, env[ENV.MODEL_CONFIG]);
-  const trainInput: Record<string, unknown> = values["train-config"]
-    ? parseJson(`--train-config ${values["train-config"]}`, readFileSync(values["train-config"], "utf8"))
-    : env[ENV.TRAIN_CONFIG] !== undefined
-      ? parseJson(ENV.TRAIN_CONFIG, env[ENV.TRAIN_CONFIG] as string)
-      : {};
+  // Model config: `--config` (preset name or a file with the trainer's fields) or the CRD's spec.model.
+  let modelInput: string | Record<string, unknown>;
+  let contractEvalKs: number[] | undefined;
+  const trainFromModel: Record<string, unknown> = {};
+  if (values.config !== undefined) {
+    modelInput = modelConfigInput(values.config, undefined);
+  } else if (env[ENV.MODEL_CONFIG] !== undefined) {
+    try {
+      const m = modelFromContract(parseJson(ENV.MODEL_CONFIG, env[ENV.MODEL_CONFIG] as string));
+      modelInput = m.input;
+      contractEvalKs = m.evalKs;
+      Object.assign(trainFromModel, m.train);
+    } catch (e) {
+      if (e instanceof ContractConfigError) throw new CliError(e.message);
+      throw e;
+    }
+  } else {
+    throw new CliError(`--config is required (or set ${ENV.MODEL_CONFIG})`);
+  }
+  // Training config: `--train-config` (train/config.ts fields) or the CRD's spec.training + evaluation.
+  let trainInput: Record<string, unknown>;
+  let inceptionUri = env[ENV.INCEPTION_URI];
+  const extraNotes: string[] = [];
+  if (values["train-config"]) {
+    trainInput = parseJson(`--train-config ${values["train-config"]}`, readFileSync(values["train-config"], "utf8"));
+  } else if (env[ENV.TRAIN_CONFIG] !== undefined) {
+    try {
+      const t = trainFromContract(parseJson(ENV.TRAIN_CONFIG, env[ENV.TRAIN_CONFIG] as string));
+      trainInput = t.train;
+      inceptionUri = t.evaluation.inceptionUri ?? inceptionUri;
+      if (t.evaluation.referenceStatsUri)
+        extraNotes.push(`evaluation.referenceStatsUri is not used for rFID (the held-out originals are the reference)`);
+    } catch (e) {
+      if (e instanceof ContractConfigError) throw new CliError(e.message);
+      throw e;
+    }
+  } else {
+    trainInput = {};
+  }
+  for (const [k, v] of Object.entries(trainFromModel)) trainInput[k] ??= v;
   const steps = intFlag("steps", values.steps);
   const batchSize = intFlag("batch", values.batch, 1);
   const seed = intFlag("seed", values.seed);
@@ -152,19 +211,15 @@ export async function main(argv: string[], log?: Logger): Promise<CliResult> {
   if (env[ENV.CHECKPOINT_INTERVAL] !== undefined) trainInput.checkpointInterval = env[ENV.CHECKPOINT_INTERVAL];
   if (env[ENV.CHECKPOINT_KEEP_LAST] !== undefined) trainInput.keepLast = env[ENV.CHECKPOINT_KEEP_LAST];
   if (env[ENV.TEACHER_URI] && trainInput.teacher === undefined) trainInput.teacher = env[ENV.TEACHER_URI];
-  if (env.MERGEVQ_PERCEPTUAL_URI && trainInput.perceptual === undefined)
-    trainInput.perceptual = env.MERGEVQ_PERCEPTUAL_URI;
+  if (env[ENV.PERCEPTUAL_URI] && trainInput.perceptual === undefined) trainInput.perceptual = env[ENV.PERCEPTUAL_URI];
 
-  const data = values.data ?? env[ENV.DATASET_URI];
   if (!data) throw new CliError(`--data is required (or set ${ENV.DATASET_URI})`);
-  if (uriScheme(data) !== "file") {
-    throw new CliError(
-      `--data ${data}: only local folders are read by this trainer so far (the S3 loader is trainer/src/data)`,
-    );
-  }
-  const out = values.out;
-  if (!out) throw new CliError("--out is required");
-  const checkpointDir = env[ENV.CHECKPOINT_DIR] ?? joinUri(out, "checkpoints");
+  if (!["file", "s3"].includes(uriScheme(data)))
+    throw new CliError(`--data ${data}: only folders, file:// and s3:// are read`);
+  const checkpointDirEnv = env[ENV.CHECKPOINT_DIR];
+  const out = values.out ?? checkpointDirEnv;
+  if (!out) throw new CliError(`--out is required (or set ${ENV.CHECKPOINT_DIR})`);
+  const checkpointDir = checkpointDirEnv ?? joinUri(out, "checkpoints");
   const statusUri = env[ENV.STATUS_URI] ?? out;
 
   const configSource = values.config ? `--config ${values.config}` : ENV.MODEL_CONFIG;
@@ -174,14 +229,10 @@ export async function main(argv: string[], log?: Logger): Promise<CliResult> {
   } catch (e) {
     throw configError(configSource, e);
   }
-  if (typeof modelInput === "object") {
+  if (typeof modelInput === "object" && values.config !== undefined) {
     // The model schema strips unknown keys silently; a typo in a config file must be an error.
     const unknown = unknownKeys(modelInput, resolvedModel as unknown as Record<string, unknown>, ["preset"]);
-    if (unknown.length) {
-      throw new CliError(
-        `${values.config ? `--config ${values.config}` : ENV.MODEL_CONFIG}: unknown field(s): ${unknown.join(", ")}`,
-      );
-    }
+    if (unknown.length) throw new CliError(`--config ${values.config}: unknown field(s): ${unknown.join(", ")}`);
   }
   const backend = await selectBackend({ requested: values.backend, log: logger });
   let built: Awaited<ReturnType<typeof buildTrainer>>;
@@ -190,6 +241,7 @@ export async function main(argv: string[], log?: Logger): Promise<CliResult> {
       model: modelInput,
       train: trainInput,
       data: uriScheme(data) === "file" ? toLocalPath(data) : data,
+      dataFormat: env[ENV.DATASET_FORMAT],
       out,
       log: logger,
       rank,
@@ -199,40 +251,84 @@ export async function main(argv: string[], log?: Logger): Promise<CliResult> {
       backend: backend.name,
     });
   } catch (e) {
-    if (e instanceof z.ZodError) throw configError(values.config ? `--config ${values.config}` : ENV.MODEL_CONFIG, e);
+    if (e instanceof z.ZodError) throw configError(configSource, e);
     if (/training config|--train-config|MERGEVQ_TRAIN_CONFIG/.test((e as Error).message))
       throw new CliError((e as Error).message);
     throw e;
   }
-  const { trainer, notes } = built;
+  const { trainer } = built;
+  const notes = [...built.notes, ...extraNotes];
   const K = intFlag("K", values.K, 1);
   const images = intFlag("images", values.images, 1);
 
   if (command === "train") {
-    const resume = values.resume ?? env[ENV.RESUME_FROM] ?? (await latestCheckpoint(checkpointDir));
+    // Under the operator (MERGEVQ_ATTEMPT set) only RESUME_FROM resumes: the operator sets it on restarts, and a
+    // new run reusing a checkpoint.uri must not silently continue an older run's checkpoint. By hand, the
+    // newest checkpoint under the checkpoint dir is picked up.
+    const resume =
+      values.resume ??
+      env[ENV.RESUME_FROM] ??
+      (env[ENV.ATTEMPT] === undefined ? await latestCheckpoint(checkpointDir) : undefined);
     if (resume) await trainer.resume(resume);
+    let pg: ProcessGroup | undefined;
+    if (worldSize > 1) {
+      pg = await initProcessGroup({
+        // Everything that must match across ranks: model, training config, data, world.
+        configHash: configHash({ model: resolvedModel, train: built.trainConfig, data, worldSize }),
+        step: trainer.step,
+        log: logger,
+      });
+      logger.info({ rank: pg.rank, worldSize: pg.worldSize, neighbours: pg.neighbours }, "process group ready");
+      trainer.attachProcessGroup(pg);
+      await trainer.syncFromRank0();
+    }
     try {
       const last = await trainer.run();
+      // Leave the group before rank 0's (long) evaluation: nobody waits in a collective meanwhile.
+      await pg?.close();
+      built.data.close?.();
       const metrics: Record<string, number> = {};
       for (const [k, v] of Object.entries(last)) if (Number.isFinite(v)) metrics[`train/${k}`] = v;
+      if (rank !== 0) {
+        logger.info({ step: trainer.step }, "training finished on this rank; rank 0 evaluates and reports");
+        return { report: { metrics: {}, step: trainer.step } };
+      }
+      const imageUris: string[] = [];
       if (trainer.cfg.evalImages > 0) {
-        const ev = await trainer.evaluate(await built.openEval(), { images: trainer.cfg.evalImages, K });
-        metrics[`l1@K=${ev.K}`] = ev.l1;
-        if (ev.perceptual !== undefined) metrics[`perceptual@K=${ev.K}`] = ev.perceptual;
-        metrics[`codebookUsage@K=${ev.K}`] = ev.codebookUsage;
+        const Ks = K ? [K] : (contractEvalKs ?? [trainer.cfg.evalK ?? built.modelConfig.derived.K]);
+        const ev = await finalEvaluation({
+          trainer,
+          openEval: built.openEval,
+          Ks,
+          nominalK: built.modelConfig.derived.K,
+          images: trainer.cfg.evalImages,
+          inceptionUri,
+          log: logger,
+        });
+        Object.assign(metrics, ev.metrics);
+        notes.push(...ev.notes);
+        if (built.evalSource === "train-shards")
+          notes.push("no val shards found next to the dataset: evaluation used TRAINING images (centre crops)");
+        const uri = joinUri(checkpointDir, "artifacts/reconstruction.png");
+        await storageFor(uri).put(uri, ev.grid);
+        imageUris.push(uri);
+        logger.info({ uri, rows: ["originals", ...Ks.map((k) => `K=${k}`)] }, "reconstruction grid written");
       }
       const report: FinalReport = {
         metrics,
-        artifacts: trainer.lastCheckpoint ? { checkpointUri: trainer.lastCheckpoint } : undefined,
+        artifacts:
+          trainer.lastCheckpoint || imageUris.length
+            ? { checkpointUri: trainer.lastCheckpoint, imageUris: imageUris.length ? imageUris : undefined }
+            : undefined,
         notes: notes.length ? notes : undefined,
         step: trainer.step,
         updatedAt: new Date().toISOString(),
       };
-      await trainer.writeMetrics({ metrics, notes });
+      await trainer.writeMetrics({ metrics, notes, imageUris });
       writeTermination(env[ENV.TERMINATION_MESSAGE_PATH], report);
       return { report };
     } catch (e) {
-      if (e instanceof NonFiniteLossError) {
+      if (e instanceof NonFiniteLossError && rank === 0) {
         const report: FinalReport = {
           metrics: {},
           artifacts: e.lastCheckpoint ? { checkpointUri: e.lastCheckpoint } : undefined,
@@ -249,16 +345,17 @@ export async function main(argv: string[], log?: Logger): Promise<CliResult> {
   if (!ckpt)
     throw new CliError(`--checkpoint is required for "${command}" (no checkpoint found under ${checkpointDir})`);
   await trainer.resume(ckpt);
-  const evalSrc = await built.openEval();
 
   if (command === "eval") {
     const Ks = K ? [K] : built.modelConfig.derived.candidates.map((c) => c.K);
     const metrics: Record<string, number> = {};
     for (const k of Ks) {
-      const ev = await trainer.evaluate(await built.openEval(), {
+      const src = await built.openEval();
+      const ev = await trainer.evaluate(src, {
         images: images ?? trainer.cfg.evalImages ?? 64,
         K: k,
       });
+      src.close?.();
       metrics[`l1@K=${k}`] = ev.l1;
       if (ev.perceptual !== undefined) metrics[`perceptual@K=${k}`] = ev.perceptual;
       metrics[`codebookUsage@K=${k}`] = ev.codebookUsage;
@@ -280,9 +377,11 @@ export async function main(argv: string[], log?: Logger): Promise<CliResult> {
   }
 
   // reconstruct: grid PNG, each row = originals | reconstructions (EMA weights, clamped), at K.
+  const evalSrc = await built.openEval();
   const k = K ?? built.modelConfig.derived.K;
   const n = images ?? 8;
   const batch = await evalSrc.next(n);
+  evalSrc.close?.();
   const png = await trainer.withEmaWeights(async () => {
     const grid = tf.tidy(() => {
       const out = built.model.forward(batch.image, { K: k, training: false });
@@ -310,6 +409,120 @@ export async function main(argv: string[], log?: Logger): Promise<CliResult> {
     },
   };
 }
+
+/** Images in the reconstruction grid (one row each: originals, then one row per K). */
+const GRID_COLUMNS = 8;
+
+/**
+ * End-of-training evaluation with EMA weights on `images` held-out images, for every K: rFID (one Inception
+ * pass over the originals, reused, plus one per K), mean L1 and codebook usage; plus the reconstruction grid
+ * (top row: the first GRID_COLUMNS originals; below: their reconstructions, one row per K). `rFID` (plain
+ * key) is the nominal K's value (else the first K's); the labelled per-K keys are kept. An unavailable
+ * Inception model skips rFID with a note instead of failing the finished run.
+ */
+export async function finalEvaluation(o: {
+  trainer: TokenizerTrainer;
+  openEval: () => Promise<BatchSource>;
+  Ks: number[];
+  nominalK: number;
+  images: number;
+  inceptionUri?: string;
+  log: Logger;
+}): Promise<{ metrics: Record<string, number>; notes: string[]; grid: Buffer }> {
+  const { trainer, log } = o;
+  const bs = Math.max(1, Math.min(trainer.cfg.batchSize, 32));
+  const metrics: Record<string, number> = {};
+  const notes: string[] = [];
+  const gridRows: Float32Array[] = [];
+  let side = 0;
+  let gridCols = 0;
+  const codes = 2 ** trainer.info.codebookBits;
+  /** One reconstruction pass at K over the held-out images (EMA weights must be swapped in by the caller). */
+  async function* pass(k: number): AsyncGenerator<ReconstructionBatch> {
+    const src = await o.openEval();
+    const used = new Uint8Array(codes);
+    let l1 = 0;
+    let n = 0;
+    try {
+      while (n < o.images) {
+        const b = Math.min(bs, o.images - n);
+        const batch = await src.next(b);
+        try {
+          const [orig, rec, l1s, idx] = tf.tidy(() => {
+            const out = trainer.model.forward(batch.image, { K: k, training: false });
+            const r = tf.clipByValue(out.recon, -1, 1);
+            const l = tf.mean(tf.abs(tf.sub(batch.image, r)), [1, 2, 3]);
+            return [
+              batch.image.dataSync() as Float32Array,
+              r.dataSync() as Float32Array,
+              l.dataSync(),
+              out.indices.dataSync(),
+            ];
+          });
+          side = batch.image.shape[1];
+          for (const v of l1s) l1 += v;
+          for (const c of idx) used[c] = 1;
+          if (n === 0) {
+            gridCols = Math.min(GRID_COLUMNS, b);
+            const px = gridCols * side * side * 3;
+            if (gridRows.length === 0) gridRows.push(orig.slice(0, px));
+            gridRows.push(rec.slice(0, px));
+          }
+          n += b;
+          yield {
+            original: { data: orig, n: b, height: side, width: side, range: "symmetric" },
+            reconstruction: { data: rec, n: b, height: side, width: side, range: "symmetric" },
+          };
+        } finally {
+          disposeBatch(batch);
+        }
+      }
+    } finally {
+      src.close?.();
+    }
+    metrics[`l1@K=${k}`] = l1 / Math.max(1, n);
+    metrics[`codebookUsage@K=${k}`] = used.reduce((a, x) => a + x, 0) / codes;
+  }
+  const t0 = performance.now();
+  await trainer.withEmaWeights(async () => {
+    let extractor: InceptionExtractor | undefined;
+    try {
+      extractor = await InceptionExtractor.create({ modelUri: o.inceptionUri, logger: log });
+    } catch (e) {
+      notes.push(`rFID not computed: ${(e as Error).message}`);
+      log.error({ err: (e as Error).message }, "Inception model unavailable: rFID skipped");
+    }
+    if (extractor) {
+      const r = await computeRfidPerK(o.Ks, pass, { extractor, logger: log });
+      Object.assign(metrics, r.metrics);
+      notes.push(...r.notes);
+      const main = r.results.find((x) => x.k === o.nominalK) ?? r.results[0];
+      if (main) metrics.rFID = main.value;
+    } else {
+      for (const k of o.Ks) for await (const _ of pass(k));
+    }
+  });
+  log.info({ seconds: round1((performance.now() - t0) / 1000), Ks: o.Ks, images: o.images }, "final evaluation done");
+  // Grid: rows of gridCols images, [-1,1] → uint8.
+  const rows = gridRows.length;
+  const w = gridCols * side;
+  const px = new Uint8Array(rows * side * w * 3);
+  gridRows.forEach((row, r) => {
+    for (let i = 0; i < gridCols; i++)
+      for (let y = 0; y < side; y++)
+        for (let x = 0; x < side; x++)
+          for (let c = 0; c < 3; c++) {
+            const v = row[((i * side + y) * side + x) * 3 + c];
+            px[((r * side + y) * w + i * side + x) * 3 + c] = Math.max(0, Math.min(255, Math.round((v + 1) * 127.5)));
+          }
+  });
+  const grid = await sharp(px, { raw: { width: w, height: rows * side, channels: 3 } })
+    .png()
+    .toBuffer();
+  return { metrics, notes, grid };
+}
+
+const round1 = (v: number) => Math.round(v * 10) / 10;
 
 /** Keys of `input` (recursively through plain objects) that the resolved config does not have. */
 export function unknownKeys(

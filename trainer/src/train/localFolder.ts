@@ -28,17 +28,25 @@ export interface TrainBatch {
   files: string[];
 }
 
+/** Data-order state stored in checkpoints (source-specific fields besides the epoch). */
+export interface DataSourceState {
+  epoch: number;
+}
+
 export interface BatchSource {
   readonly size: number;
   /** Samples this rank sees per epoch. */
   readonly epochSize: number;
   next(batchSize: number): Promise<TrainBatch>;
-  getState(): LocalFolderState;
-  setState(s: LocalFolderState): void;
-  dataErrors: Record<string, number>;
+  getState(): DataSourceState;
+  setState(s: DataSourceState): void;
+  /** Counters of skipped inputs (only non-zero ones need be present). */
+  readonly dataErrors: Record<string, number>;
+  /** Stop background reading (optional). */
+  close?(): void;
 }
 
-export interface LocalFolderState {
+export interface LocalFolderState extends DataSourceState {
   epoch: number;
   cursor: number;
   rng: RngState;
@@ -151,7 +159,10 @@ export class LocalFolderSource implements BatchSource {
     return { epoch: this.epoch, cursor: this.cursor, rng: this.rng.getState(), order: [...this.order] };
   }
 
-  setState(s: LocalFolderState): void {
+  setState(state: DataSourceState): void {
+    const s = state as LocalFolderState;
+    if (!Array.isArray(s.order) || typeof s.cursor !== "number")
+      throw new Error("checkpoint data state was not written by the local-folder source (resume with the same --data)");
     this.epoch = s.epoch;
     this.cursor = s.cursor;
     this.rng.setState(s.rng);

@@ -1,16 +1,24 @@
 // Assembles a TokenizerTrainer from configs: model (MergeVQTokenizer), discriminator, perceptual net,
-// alignment teacher and the local-folder data source. Used by the CLI, the tests and the benchmark.
+// alignment teacher and the data source. Used by the CLI, the tests and the benchmark.
+// Data: a local ImageNet-style folder → LocalFolderSource (in-memory cache; rank split by global rank), or
+// tar shards (s3:// or local, `index.json`) → LoaderSource over the data plane's streaming DataLoader (rank
+// split by global rank, equal batches per epoch on every rank). Held-out images for evaluation: the folder's
+// val/ split; for shards `<uri>/val/index.json`, else `<parent of uri>/val/index.json` when the train shards
+// live in `…/train`, else (no val shards) the TRAIN shards in val mode (centre crops, fixed order) — then
+// `evalSource` is "train-shards" and the CLI adds a note that the metrics are not on held-out images.
 import path from "node:path";
 import type { Logger } from "../../../common/src/logger.ts";
 import { type ResolvedTokenizerConfig, resolveConfig } from "../config/tokenizer.ts";
+import type { ProcessGroup } from "../dist/processGroup.ts";
 import { OnnxTeacher, writeGeneratedTeacher } from "../losses/alignment.ts";
 import { PatchGanDiscriminator } from "../losses/gan.ts";
 import { PerceptualLoss, writeGeneratedPerceptualNet } from "../losses/perceptual.ts";
 import { MergeVQTokenizer } from "../tokenizer/mergevq.ts";
 import { Rng, rankSeed } from "../util/rng.ts";
 import { parseTrainConfig, type TrainConfig } from "./config.ts";
+import { LoaderSource } from "./loaderSource.ts";
 import { type BatchSource, LocalFolderSource } from "./localFolder.ts";
-import { joinUri, uriScheme } from "./storage.ts";
+import { joinUri, storageFor, uriScheme } from "./storage.ts";
 import { type ModelTrainingInfo, TokenizerTrainer } from "./tokenizerTrainer.ts";
 
 /** Training-config defaults taken from the model config's `train` block (spec per-config values). */
@@ -92,8 +100,31 @@ export interface BuildOptions {
   checkpointDir?: string;
   statusUri?: string;
   backend?: string;
-  /** Limit the number of training files (tests). */
+  /** Limit the number of training files (tests; local folders only). */
   dataLimit?: number;
+  /** "tar-shards" | "folder" (DATASET_FORMAT); default: shards when `data` is s3:// or holds an index.json. */
+  dataFormat?: string;
+  /** Process group (WORLD_SIZE > 1). */
+  pg?: ProcessGroup;
+  /** Use this training source instead of opening `data` (tests; `data` still provides the eval split). */
+  source?: BatchSource;
+}
+
+/** True when `data` should be read as tar shards. */
+export async function isShardDataset(data: string, format?: string): Promise<boolean> {
+  if (format === "tar-shards") return true;
+  if (format === "folder") return false;
+  if (uriScheme(data) === "s3") return true;
+  return storageFor(joinUri(data, "index.json")).exists(joinUri(data, "index.json"));
+}
+
+/** Where the held-out shards of a train-shard dataset live (see the header); undefined when none exist. */
+export async function valShardsFor(uri: string): Promise<string | undefined> {
+  const base = uri.replace(/\/index\.json$/, "").replace(/\/+$/, "");
+  const candidates = [joinUri(base, "val")];
+  if (/\/train$/.test(base)) candidates.push(`${base.replace(/\/train$/, "")}/val`);
+  for (const c of candidates) if (await storageFor(joinUri(c, "index.json")).exists(joinUri(c, "index.json"))) return c;
+  return undefined;
 }
 
 export interface Built {
@@ -101,10 +132,12 @@ export interface Built {
   model: MergeVQTokenizer;
   modelConfig: ResolvedTokenizerConfig;
   trainConfig: TrainConfig;
-  data: LocalFolderSource;
+  data: BatchSource;
   notes: string[];
-  /** Open a held-out (val split, centre crops) source. */
+  /** Open a held-out (val split, centre crops, fixed order) source; close it when done. */
   openEval(): Promise<BatchSource>;
+  /** What openEval reads: "val" (held-out split) or "train-shards" (no val shards were found). */
+  evalSource: "val" | "train-shards";
 }
 
 /** Where generated stand-in networks are written (local only). */
@@ -153,18 +186,64 @@ export async function buildTrainer(o: BuildOptions): Promise<Built> {
     teacher = await OnnxTeacher.load(uri, o.log);
   }
   const views = teacher ? modelConfig.clsViewSize : 0;
-  const data = await LocalFolderSource.open({
-    root: o.data,
-    split: "train",
-    size: modelConfig.resolution,
-    teacherSize: views,
-    studentSize: views,
-    augment: true,
-    seed,
-    rank,
-    worldSize,
-    limit: o.dataLimit,
-  });
+  const shards = await isShardDataset(o.data, o.dataFormat);
+  const viewSizes = { recon: modelConfig.resolution, teacher: views || undefined, student: views || undefined };
+  let data: BatchSource;
+  let openEval: () => Promise<BatchSource>;
+  let evalSource: "val" | "train-shards" = "val";
+  let describeData: Record<string, unknown>;
+  if (o.source) {
+    data = o.source;
+    openEval = () =>
+      LocalFolderSource.open({ root: o.data, split: "val", size: modelConfig.resolution, augment: false, seed: 0 });
+    describeData = { source: "injected", evalFolder: o.data };
+  } else if (shards) {
+    // The loader's seed must be the GLOBAL seed: it fixes the epoch's shard permutation, which the ranks split.
+    data = await LoaderSource.open({
+      source: { kind: "shards", uri: o.data },
+      mode: "train",
+      batchSize: cfg.batchSize,
+      views: viewSizes,
+      rank,
+      worldSize,
+      seed: cfg.seed,
+    });
+    const val = await valShardsFor(o.data);
+    if (!val) evalSource = "train-shards";
+    const evalUri = val ?? o.data;
+    openEval = () =>
+      LoaderSource.open({
+        source: { kind: "shards", uri: evalUri },
+        mode: "val",
+        batchSize: cfg.batchSize,
+        views: { recon: modelConfig.resolution },
+        rank: 0,
+        worldSize: 1,
+        seed: 0,
+      });
+    describeData = {
+      shards: o.data,
+      evalShards: evalUri,
+      batchesPerEpoch: (data as LoaderSource).stepsCap,
+    };
+  } else {
+    const folder = await LocalFolderSource.open({
+      root: o.data,
+      split: "train",
+      size: modelConfig.resolution,
+      teacherSize: views,
+      studentSize: views,
+      augment: true,
+      seed,
+      rank,
+      worldSize,
+      limit: o.dataLimit,
+    });
+    data = folder;
+    openEval = () =>
+      LocalFolderSource.open({ root: o.data, split: "val", size: modelConfig.resolution, augment: false, seed: 0 });
+    describeData = { folder: o.data, trainImages: folder.files.length, classes: folder.classes.length };
+  }
   if (o.train?.steps === undefined) {
     // No explicit step count: the model config's epochs (spec per-config values) × optimiser steps per epoch.
     cfg.steps = modelConfig.train.epochs * Math.max(1, Math.floor(data.epochSize / (cfg.batchSize * cfg.accum)));
@@ -183,14 +262,16 @@ export async function buildTrainer(o: BuildOptions): Promise<Built> {
     checkpointDir: o.checkpointDir,
     statusUri: o.statusUri,
     backend: o.backend,
+    pg: o.pg,
   });
   o.log.info(
     {
       model: modelConfig.name,
       params: modelConfig.derived.paramCounts,
       discParams: disc.parameterCount(),
-      trainImages: data.files.length,
-      classes: data.classes.length,
+      ...describeData,
+      rank,
+      worldSize,
       batchSize: cfg.batchSize,
       accum: cfg.accum,
       steps: cfg.steps,
@@ -206,7 +287,7 @@ export async function buildTrainer(o: BuildOptions): Promise<Built> {
     trainConfig: cfg,
     data,
     notes,
-    openEval: () =>
-      LocalFolderSource.open({ root: o.data, split: "val", size: modelConfig.resolution, augment: false, seed: 0 }),
+    openEval,
+    evalSource,
   };
 }

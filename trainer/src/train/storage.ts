@@ -111,7 +111,12 @@ export async function registerS3FromDataPlane(): Promise<void> {
     put: (uri, bytes) => s3().put(uri, bytes),
     get: async (uri) => new Uint8Array(await s3().get(uri)),
     exists: async (uri) => (await s3().head(uri)) !== undefined,
-    list: async (prefix) => (await s3().list(prefix)).map((o) => o.uri),
+    // Same semantics as FileStorage.list: objects directly under the "directory" `prefix/` (S3 lists every key
+    // starting with the string, so "…/demo" would also match "…/demo-2/…").
+    list: async (prefix) => {
+      const dir = `${prefix.replace(/\/+$/, "")}/`;
+      return (await s3().list(dir)).map((o) => o.uri).filter((u) => !u.slice(dir.length).includes("/"));
+    },
     delete: (uri) => s3().delete([uri]),
   }));
 }

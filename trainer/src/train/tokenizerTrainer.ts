@@ -6,9 +6,24 @@
 //   step on G and on D, step += 1.
 // Checkpoints are written only at optimiser-step boundaries, so resume is bit-identical on the same
 // backend (the checkpoint holds weights, EMA, both Adams, step, RNG + data-order state and LeCam EMAs).
+//
+// Data parallel (deps.pg with WORLD_SIZE > 1, trainer/src/dist): every rank runs the same loop on its own
+// micro-batches; right before the Adam updates the accumulated G and D gradients are averaged over ranks
+// (averageGradients: bit-identical on every rank), so every rank applies the same update and the weights,
+// Adam moments and EMA shadows stay identical (they are broadcast from rank 0 once at start, syncFromRank0).
+// The LeCam EMAs are updated with the mean D logits over ALL ranks (an extra no-grad D forward plus a scalar
+// all-reduce per micro-batch), so they too are identical and equal the single-process value for the global
+// batch. Not reduced (per-rank, as in upstream DDP): the LFQ codebook-entropy term (entropy of the mean code
+// distribution) and the PatchGAN discriminator's BatchNorm statistics are computed over each rank's
+// micro-batch, so these two are not the same function of the global batch as on one process (no SyncBN). Loss values are averaged over ranks for logging
+// (allReduceLosses, on log steps); a local NaN/Inf aborts the group (pg.abort) before throwing, so the other
+// ranks fail fast instead of waiting. Only rank 0 writes checkpoints, progress.json and metrics.json; at
+// checkpoint steps every rank's data-order state is gathered into rank 0's checkpoint (`dataByRank`).
 import * as tf from "@tensorflow/tfjs";
 import { METRICS_FILE, PROGRESS_FILE, type Progress } from "../../../common/src/contract.ts";
 import type { Logger } from "../../../common/src/logger.ts";
+import { allReduceLosses, averageGradients, broadcastVariables } from "../dist/ddp.ts";
+import type { ProcessGroup } from "../dist/processGroup.ts";
 import { klAlignmentLoss, type OnnxTeacher } from "../losses/alignment.ts";
 import { adoptWeight, hingeDLoss, LeCamEma, nonSaturatingGLoss, type PatchGanDiscriminator } from "../losses/gan.ts";
 import type { PerceptualLoss } from "../losses/perceptual.ts";
@@ -25,7 +40,7 @@ import {
   type TensorEntry,
 } from "./checkpoint.ts";
 import { lrAt, type TrainConfig } from "./config.ts";
-import { type BatchSource, disposeBatch, type LocalFolderState, type TrainBatch } from "./localFolder.ts";
+import { type BatchSource, type DataSourceState, disposeBatch, type TrainBatch } from "./localFolder.ts";
 import { joinUri, storageFor } from "./storage.ts";
 
 /** What the trainer needs from the tokenizer (MergeVQTokenizer satisfies it structurally). */
@@ -88,6 +103,8 @@ export interface TrainerDeps {
   /** Prefix for progress.json / metrics.json (rank 0 only). */
   statusUri?: string;
   backend?: string;
+  /** Process group for data parallelism (WORLD_SIZE > 1); absent or world size 1 = single process. */
+  pg?: ProcessGroup;
 }
 
 export interface StepLosses {
@@ -117,6 +134,9 @@ export class TokenizerTrainer {
   private readonly log: Logger;
   private lastProgressWrite = 0;
   private readonly rank: number;
+  private pg: ProcessGroup | undefined;
+  /** Losses averaged over ranks at the last log step (what progress.json reports). */
+  private lastReduced: StepLosses | undefined;
 
   constructor(private readonly deps: TrainerDeps) {
     this.model = deps.model;
@@ -125,6 +145,7 @@ export class TokenizerTrainer {
     this.info = deps.info;
     this.log = deps.log;
     this.rank = deps.rank ?? 0;
+    this.pg = deps.pg && deps.pg.worldSize > 1 ? deps.pg : undefined;
     this.genVars = new Map();
     for (const [name, t] of deps.model.getWeights()) {
       if (isVar(t) && t.trainable) this.genVars.set(name, t);
@@ -210,16 +231,28 @@ export class TokenizerTrainer {
     return { losses, recon: recon as tf.Tensor4D, indices: indices as tf.Tensor };
   }
 
-  /** Discriminator step on the same x̂ (detached): hinge + λ·LeCam, EMAs updated first; grads of D only. */
-  discriminatorStep(batch: TrainBatch, recon: tf.Tensor4D): StepLosses {
+  /**
+   * Discriminator step on the same x̂ (detached): hinge + λ·LeCam, EMAs updated first; grads of D only.
+   * With a process group the LeCam EMAs take the mean logits over all ranks (extra no-grad D forward).
+   */
+  async discriminatorStep(batch: TrainBatch, recon: tf.Tensor4D): Promise<StepLosses> {
     const parts: Record<string, tf.Scalar> = {};
     // x̂ comes from the finished G tape: inside this tape it is a constant, so D's loss cannot reach G.
     const fake = recon;
+    if (this.pg) {
+      const local = tf.tidy(() =>
+        tf.stack([tf.mean(this.disc.apply(batch.image)), tf.mean(this.disc.apply(fake))]).dataSync(),
+      );
+      const [mr, mf] = await this.pg.allReduceScalars([local[0], local[1]], "mean");
+      this.lecam.update(mr, mf);
+    }
     const { value, grads } = tf.variableGrads(() => {
       const lr = this.disc.apply(batch.image);
       const lf = this.disc.apply(fake);
-      const means = tf.stack([tf.mean(lr), tf.mean(lf)]).dataSync();
-      this.lecam.update(means[0], means[1]);
+      if (!this.pg) {
+        const means = tf.stack([tf.mean(lr), tf.mean(lf)]).dataSync();
+        this.lecam.update(means[0], means[1]);
+      }
       const hinge = hingeDLoss(lr, lf);
       const reg = this.lecam.regulariser(lr, lf);
       parts.d_hinge = tf.keep(hinge);
@@ -253,8 +286,19 @@ export class TokenizerTrainer {
     }
   }
 
-  /** Clip (optional) and apply accumulated grads with Adam; NaN/Inf guard on the gradient norm. */
-  private applyUpdates(losses: StepLosses): { gradNormG: number; gradNormD: number } {
+  /**
+   * Average the accumulated grads over ranks (process group), clip (optional) and apply them with Adam;
+   * NaN/Inf guard on the gradient norm (identical on every rank after averaging, so all ranks stop together).
+   */
+  private async applyUpdates(losses: StepLosses): Promise<{ gradNormG: number; gradNormD: number }> {
+    if (this.pg) {
+      const accG = this.accG;
+      const accD = this.accD;
+      this.accG = new Map();
+      this.accD = new Map();
+      this.accG = await averageGradients(this.pg, accG, { disposeInputs: true, key: "grads/G" });
+      this.accD = await averageGradients(this.pg, accD, { disposeInputs: true, key: "grads/D" });
+    }
     const gradNormG = globalNorm(this.accG.values());
     const gradNormD = globalNorm(this.accD.values());
     if (!Number.isFinite(gradNormG) || !Number.isFinite(gradNormD)) {
@@ -297,7 +341,7 @@ export class TokenizerTrainer {
         g.indices.dispose();
         let dl: StepLosses;
         try {
-          dl = this.discriminatorStep(batch, g.recon);
+          dl = await this.discriminatorStep(batch, g.recon);
         } finally {
           g.recon.dispose();
         }
@@ -305,7 +349,10 @@ export class TokenizerTrainer {
         const bad = Object.entries(all).filter(([, v]) => !Number.isFinite(v));
         if (bad.length) {
           this.dropAccumulated();
-          throw new NonFiniteLossError(this.step, Object.fromEntries(bad), this.lastCheckpoint);
+          const err = new NonFiniteLossError(this.step, Object.fromEntries(bad), this.lastCheckpoint);
+          // Tell the other ranks (they would otherwise wait for this rank's gradients until the timeout).
+          this.pg?.abort(err.message);
+          throw err;
         }
         for (const [k, v] of Object.entries(all)) sums[k] = (sums[k] ?? 0) + v / this.cfg.accum;
         sums.K = cand.K;
@@ -315,7 +362,7 @@ export class TokenizerTrainer {
       this.ema.update();
       this.microStep++;
     }
-    const norms = this.applyUpdates(sums);
+    const norms = await this.applyUpdates(sums);
     this.step++;
     return { ...sums, ...norms, lr: this.lr };
   }
@@ -334,10 +381,14 @@ export class TokenizerTrainer {
       const imagesPerSecond = (done * imagesPerStep) / elapsed;
       const etaSeconds = ((total - this.step) * elapsed) / done;
       if (this.step % this.cfg.logEvery === 0 || this.step === total) {
+        // Same condition on every rank (step-based), so every rank joins the reduction.
+        if (this.pg) last = await allReduceLosses(this.pg, last);
+        this.lastReduced = last;
         this.log.info(
           {
             step: this.step,
             totalSteps: total,
+            worldSize: this.deps.worldSize ?? 1,
             losses: roundAll(last),
             imagesPerSecond: round(imagesPerSecond),
             etaSeconds: round(etaSeconds),
@@ -348,12 +399,18 @@ export class TokenizerTrainer {
       if (this.deps.checkpointDir && this.cfg.checkpointInterval > 0 && this.step % this.cfg.checkpointInterval === 0) {
         await this.saveCheckpoint();
       }
-      await this.writeProgress({ step: this.step, totalSteps: total, imagesPerSecond, etaSeconds, losses: last });
+      await this.writeProgress({
+        step: this.step,
+        totalSteps: total,
+        imagesPerSecond,
+        etaSeconds,
+        losses: this.lastReduced ?? last,
+      });
       await opts.onStep?.(this.step, last);
     }
     if (this.deps.checkpointDir && this.lastCheckpointStep !== this.step) await this.saveCheckpoint();
-    await this.writeProgress({ step: this.step, totalSteps: total, losses: last }, true);
-    return last;
+    await this.writeProgress({ step: this.step, totalSteps: total, losses: this.lastReduced ?? last }, true);
+    return this.lastReduced ?? last;
   }
 
   private lastCheckpointStep = -1;
@@ -366,7 +423,7 @@ export class TokenizerTrainer {
     const now = Date.now();
     if (!force && now - this.lastProgressWrite < this.cfg.progressIntervalSeconds * 1000) return;
     this.lastProgressWrite = now;
-    const ds = this.deps.data.getState() as Partial<LocalFolderState>;
+    const ds = this.deps.data.getState();
     const body: Progress = {
       step: p.step,
       totalSteps: p.totalSteps,
@@ -383,12 +440,20 @@ export class TokenizerTrainer {
   }
 
   /** Write metrics.json (rank 0) under the status prefix. */
-  async writeMetrics(report: { metrics: Record<string, number>; notes?: string[] }): Promise<void> {
+  async writeMetrics(report: {
+    metrics: Record<string, number>;
+    notes?: string[];
+    imageUris?: string[];
+  }): Promise<void> {
     if (this.rank !== 0 || !this.deps.statusUri) return;
     const uri = joinUri(this.deps.statusUri, METRICS_FILE);
+    const { imageUris, ...rest } = report;
     const body = {
-      ...report,
-      artifacts: this.lastCheckpoint ? { checkpointUri: this.lastCheckpoint } : undefined,
+      ...rest,
+      artifacts:
+        this.lastCheckpoint || imageUris?.length
+          ? { checkpointUri: this.lastCheckpoint, imageUris: imageUris?.length ? imageUris : undefined }
+          : undefined,
       step: this.step,
       updatedAt: new Date().toISOString(),
     };
@@ -398,7 +463,7 @@ export class TokenizerTrainer {
   // ---------------------------------------------------------------------------------------------
   // Checkpoints
 
-  toCheckpoint(): Checkpoint {
+  toCheckpoint(dataByRank?: DataSourceState[]): Checkpoint {
     if (this.accG.size || this.accD.size)
       throw new CheckpointError("cannot checkpoint in the middle of an accumulation window");
     const tensors = new Map<string, TensorEntry>();
@@ -422,6 +487,7 @@ export class TokenizerTrainer {
         adamD: { t: this.adamD.t },
         lecam: this.lecam.getState(),
         data: this.deps.data.getState(),
+        dataByRank,
         architecture: this.architecture(),
         modelConfig: this.info.config,
         trainConfig: this.cfg,
@@ -465,7 +531,9 @@ export class TokenizerTrainer {
       adamG: { t: number };
       adamD: { t: number };
       lecam: { emaReal: number; emaFake: number };
-      data: LocalFolderState;
+      data: DataSourceState;
+      dataByRank?: DataSourceState[];
+      worldSize?: number;
     };
     this.step = meta.step;
     this.lastCheckpointStep = meta.step;
@@ -473,18 +541,76 @@ export class TokenizerTrainer {
     this.adamG.t = meta.adamG.t;
     this.adamD.t = meta.adamD.t;
     this.lecam.setState(meta.lecam);
-    this.deps.data.setState(meta.data);
+    this.deps.data.setState(meta.dataByRank?.[this.rank] ?? meta.data);
   }
 
+  /** Write a checkpoint (rank 0). With a process group EVERY rank must call it (the data states are gathered). */
   async saveCheckpoint(): Promise<string | undefined> {
-    if (!this.deps.checkpointDir || this.rank !== 0) return undefined;
-    const uri = await saveCheckpoint(this.deps.checkpointDir, this.step, this.toCheckpoint(), {
+    if (!this.deps.checkpointDir) return undefined;
+    let dataByRank: DataSourceState[] | undefined;
+    if (this.pg) {
+      const all = await this.pg.allGather(new TextEncoder().encode(JSON.stringify(this.deps.data.getState())));
+      dataByRank = all.map((b) => JSON.parse(new TextDecoder().decode(b)) as DataSourceState);
+    }
+    if (this.rank !== 0) {
+      this.lastCheckpointStep = this.step;
+      return undefined;
+    }
+    const uri = await saveCheckpoint(this.deps.checkpointDir, this.step, this.toCheckpoint(dataByRank), {
       keepLast: this.cfg.keepLast,
     });
     this.lastCheckpoint = uri;
     this.lastCheckpointStep = this.step;
     this.log.info({ step: this.step, checkpoint: uri }, "checkpoint saved");
     return uri;
+  }
+
+  /** Attach the process group after construction (the rendezvous needs the resumed step). */
+  attachProcessGroup(pg: ProcessGroup | undefined): void {
+    this.pg = pg && pg.worldSize > 1 ? pg : undefined;
+  }
+
+  /**
+   * Make every rank hold rank 0's state: weights (G, D), EMA shadows, both Adams' moments (broadcast), and
+   * the scalar state (step, micro-step, Adam step counts, LeCam EMAs). Call on every rank after building
+   * (and after resuming) and before the first step. No-op without a process group.
+   */
+  async syncFromRank0(): Promise<void> {
+    if (!this.pg) return;
+    const all = new Map<string, tf.Variable>();
+    const add = (prefix: string, m: ReadonlyMap<string, tf.Variable>) => {
+      for (const [n, v] of m) all.set(`${prefix}${n}`, v);
+    };
+    add("g/", this.genVars);
+    add("d/", this.discVars);
+    add("ema/", this.ema.shadow);
+    add("adam_g/m/", this.adamG.m);
+    add("adam_g/v/", this.adamG.v);
+    add("adam_d/m/", this.adamD.m);
+    add("adam_d/v/", this.adamD.v);
+    await broadcastVariables(this.pg, all, { key: "initial-state" });
+    const scalars = JSON.stringify({
+      step: this.step,
+      microStep: this.microStep,
+      tG: this.adamG.t,
+      tD: this.adamD.t,
+      lecam: this.lecam.getState(),
+    });
+    const root = JSON.parse(
+      new TextDecoder().decode(
+        await this.pg.broadcastBytes(this.pg.rank === 0 ? new TextEncoder().encode(scalars) : null, 0),
+      ),
+    ) as { step: number; microStep: number; tG: number; tD: number; lecam: { emaReal: number; emaFake: number } };
+    if (root.step !== this.step) {
+      const msg = `rank ${this.rank} is at step ${this.step} but rank 0 at step ${root.step} (different checkpoints?)`;
+      this.pg.abort(msg);
+      throw new Error(msg);
+    }
+    this.microStep = root.microStep;
+    this.adamG.t = root.tG;
+    this.adamD.t = root.tD;
+    this.lecam.setState(root.lecam);
+    this.log.info({ tensors: all.size, step: this.step }, "initial state broadcast from rank 0");
   }
 
   async resume(uri: string): Promise<void> {
