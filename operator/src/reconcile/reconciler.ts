@@ -22,7 +22,7 @@ import { type Caches, observe, readDocuments } from "./observe.ts";
 import { planSampling } from "./pipeline.ts";
 import { REASON } from "./reasons.ts";
 import { KINDS, type OperatorContext, parseRun, type RunKind, type RunStatus } from "./run.ts";
-import { mergePatchDiff, StatusBuilder } from "./status.ts";
+import { freshDocuments, mergePatchDiff, StatusBuilder } from "./status.ts";
 import type { StatusReader } from "./statusReader.ts";
 import { type Plan, planTraining, type RunEvent } from "./training.ts";
 
@@ -95,10 +95,12 @@ export class Reconciler {
     }
     const run = parsed.run;
     const snap = await observe(this.d.core, this.d.caches, this.d.ctx, run, raw);
-    const docs = await readDocuments(this.d.reader, snap);
-    if (docs.error) log.warn({ err: String(docs.error) }, "reading trainer status documents failed");
+    const rawDocs = await readDocuments(this.d.reader, snap);
+    if (rawDocs.error) log.warn({ err: String(rawDocs.error) }, "reading trainer status documents failed");
 
     const now = this.now();
+    // Documents left under a reused checkpoint.uri by an earlier run of the same name are not this run's.
+    const docs = freshDocuments(rawDocs, run.metadata.creationTimestamp);
     let plan: Plan;
     if (run.kind === "SamplingJob") {
       plan = planSampling(

@@ -60,11 +60,37 @@ export function ingestProgress(
     ...(p.etaSeconds !== undefined ? { etaSeconds: Math.round(p.etaSeconds) } : {}),
     lastUpdated: stepChanged || !prev?.lastUpdated ? now : prev.lastUpdated,
   };
-  if (p.losses) s.metrics = { ...(s.metrics ?? {}), ...roundAll(p.losses) };
+  if (p.losses) s.metrics = { ...(s.metrics ?? {}), ...roundAll(lossMetrics(p.losses)) };
   if (p.dataErrors) s.dataErrors = p.dataErrors;
   const newCheckpoint = !!p.lastCheckpoint && p.lastCheckpoint !== s.lastCheckpoint;
   if (p.lastCheckpoint) s.lastCheckpoint = p.lastCheckpoint;
   return { stepChanged, newCheckpoint };
+}
+
+/** Training losses from progress.json go under `loss/<name>` (kept as is when already namespaced or `loss`),
+ *  so they never collide with evaluation metrics such as rFID. */
+export function lossMetrics(losses: Record<string, number>): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const [k, v] of Object.entries(losses)) out[k === "loss" || k.includes("/") ? k : `loss/${k}`] = v;
+  return out;
+}
+
+/**
+ * Drop trainer documents written before this run object existed: a run re-created with the same name and
+ * checkpoint.uri must not inherit the previous run's progress, last checkpoint or final metrics.
+ */
+export function freshDocuments<D extends { progress?: { updatedAt: string }; metricsDoc?: { updatedAt?: string } }>(
+  docs: D,
+  creationTimestamp: string | undefined,
+): D {
+  const created = creationTimestamp ? Date.parse(creationTimestamp) : Number.NaN;
+  if (!Number.isFinite(created)) return docs;
+  // creationTimestamp has second resolution: allow the same second.
+  const stale = (at: string | undefined) => at !== undefined && Date.parse(at) < created - 1000;
+  const out = { ...docs };
+  if (stale(docs.progress?.updatedAt)) delete out.progress;
+  if (stale(docs.metricsDoc?.updatedAt)) delete out.metricsDoc;
+  return out;
 }
 
 function round(v: number): number {
