@@ -44,26 +44,46 @@ export function say(msg: string): void {
 /** Install (or upgrade) the operator chart; the operator pod runs under the node agent with the chart's RBAC. */
 export function installOperator(env: DemoEnv, opts: { namespace?: string; release?: string } = {}): void {
   const ns = opts.namespace ?? "mergevq-system";
-  execFileSync(
-    path.join(env.binDir, "helm"),
-    [
-      "upgrade",
-      "--install",
-      opts.release ?? "mergevq",
-      path.join(REPO, "charts/mergevq-operator"),
-      "--namespace",
-      ns,
-      "--create-namespace",
-      "--set",
-      `s3.endpoint=${env.s3Endpoint}`,
-      "--set",
-      "logLevel=info",
-      "--wait",
-      "--timeout",
-      "4m",
-    ],
-    { stdio: ["ignore", "ignore", "inherit"], env: { ...process.env, KUBECONFIG: env.kubeconfig } },
-  );
+  try {
+    execFileSync(
+      path.join(env.binDir, "helm"),
+      [
+        "upgrade",
+        "--install",
+        opts.release ?? "mergevq",
+        path.join(REPO, "charts/mergevq-operator"),
+        "--namespace",
+        ns,
+        "--create-namespace",
+        "--set",
+        `s3.endpoint=${env.s3Endpoint}`,
+        "--set",
+        "logLevel=info",
+        "--wait",
+        "--timeout",
+        "4m",
+      ],
+      { stdio: ["ignore", "ignore", "inherit"], env: { ...process.env, KUBECONFIG: env.kubeconfig } },
+    );
+  } catch (e) {
+    // Say why: the operator pod's state and its last log lines.
+    const kubectl = (args: string[]) => {
+      try {
+        return execFileSync(path.join(env.binDir, "kubectl"), ["-n", ns, ...args], {
+          encoding: "utf8",
+          env: { ...process.env, KUBECONFIG: env.kubeconfig },
+        });
+      } catch (err) {
+        return String(err);
+      }
+    };
+    const why = [
+      kubectl(["get", "pods", "-o", "wide"]),
+      kubectl(["describe", "pods"]).slice(-3000),
+      kubectl(["logs", "deploy/" + (opts.release ?? "mergevq") + "-mergevq-operator", "--tail=40"]),
+    ];
+    throw new Error(`helm install of the operator failed: ${(e as Error).message}\n${why.join("\n")}`);
+  }
 }
 
 async function ensureBucket(name: string): Promise<void> {
