@@ -197,7 +197,6 @@ test("2-node TokenizerTraining: headless Service, 2 pods with the exact env cont
       },
       { timeoutMs: 90_000, message: "tt-ok Succeeded" },
     );
-    rec.stop();
     assert.equal(done.status.metrics.rFID, 1.25);
     assert.equal(done.status.metricsNote, "fake trainer");
     assert.equal(done.status.artifacts.checkpointUri, `s3://${BUCKET}/${ns.name}/tt-ok/final`);
@@ -209,7 +208,8 @@ test("2-node TokenizerTraining: headless Service, 2 pods with the exact env cont
     const cond = new Map((done.status.conditions as Obj[]).map((c) => [c.type, c]));
     assert.equal(cond.get("Succeeded")?.status, "True");
     assert.equal(cond.get("Admitted")?.status, "True");
-    await new Promise((r) => setTimeout(r, 500)); // let the recorder see the final phase
+    // The recorder is a watch: let it see the final phase (the poll above may have been first).
+    await eventually(() => rec.phases.includes("Succeeded"), { timeoutMs: 10_000, message: "recorder saw Succeeded" });
     // The phases seen in order (Pending may be brief, but Running and Succeeded must follow it).
     const idx = (p: string) => rec.phases.indexOf(p);
     assert.ok(idx("Running") >= 0 && idx("Succeeded") > idx("Running"), `phases: ${rec.phases.join(" → ")}`);
