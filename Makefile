@@ -63,7 +63,9 @@ test-unit: node-deps ## Unit tests (no cluster)
 	$(NODE_TEST) $(UNIT_TESTS)
 
 test-integration: setup ## Integration + e2e suites against a real local control plane, node agent and MinIO
-	hack/with-cluster.sh bash -c '$(NODE_TEST) --test-concurrency=1 $(INTEGRATION_TESTS) && $(NODE_TEST) --test-concurrency=1 $(E2E_TESTS)'
+	hack/with-cluster.sh $(NODE_TEST) --test-concurrency=1 $(INTEGRATION_TESTS)
+	@# The e2e suite gets a fresh cluster of its own, as it would on kind.
+	hack/with-cluster.sh $(NODE_TEST) --test-concurrency=1 $(E2E_TESTS)
 
 e2e: setup ## Only the e2e suite (helm install + runs) against the local cluster
 	hack/with-cluster.sh $(NODE_TEST) --test-concurrency=1 $(E2E_TESTS)

@@ -80,7 +80,7 @@ export function installOperator(env: DemoEnv, opts: { namespace?: string; releas
     const why = [
       kubectl(["get", "pods", "-o", "wide"]),
       kubectl(["describe", "pods"]).slice(-3000),
-      kubectl(["logs", "deploy/" + (opts.release ?? "mergevq") + "-mergevq-operator", "--tail=40"]),
+      kubectl(["logs", "-l", `app.kubernetes.io/instance=${opts.release ?? "mergevq"}`, "--previous", "--tail=40"]),
     ];
     throw new Error(`helm install of the operator failed: ${(e as Error).message}\n${why.join("\n")}`);
   }
