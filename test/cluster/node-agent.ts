@@ -998,7 +998,10 @@ export class NodeAgent {
 
   private rewritePaths(s: string, c: ContainerRun, pathMap: Map<string, string>): string {
     const tmp = (c.spec.terminationMessagePath as string | undefined) ?? "/dev/termination-log";
-    let out = s.split(tmp).join(c.termFile);
+    // Host paths of the repo (the image-mapped entrypoints) are never volume paths, even when the checkout lives
+    // under a mount path such as /tmp: shield them from the rewrite.
+    const SHIELD = "\u0000repo\u0000";
+    let out = s.split(this.repoRoot).join(SHIELD).split(tmp).join(c.termFile);
     const entries = [...pathMap.entries()].sort((a, b) => b[0].length - a[0].length);
     for (const [mount, host] of entries) {
       if (mount === "/" || !out.includes(mount)) continue;
@@ -1008,7 +1011,7 @@ export class NodeAgent {
       );
       out = out.replace(re, (_all, pre: string) => `${pre}${host}`);
     }
-    return out;
+    return out.split(SHIELD).join(this.repoRoot);
   }
 
   /** Run one container to completion; returns its exit code. */
