@@ -15,8 +15,11 @@ export type Init =
   /** timm `trunc_normal_(std, a=−2, b=2)`: truncation at ±2 absolute (≈ ±100σ for std .02). */
   | { kind: "truncNormal"; std: number };
 
-/** Which part of the tokenizer a parameter belongs to (spec §2.8 reports encoder incl. CLS head / decoder). */
-export type ParamGroup = "encoder" | "clsHead" | "decoder";
+/**
+ * Which part of the model a parameter belongs to (spec §2.8 reports encoder incl. CLS head / decoder;
+ * "ar" = the Stage II generator, trainer/src/ar).
+ */
+export type ParamGroup = "encoder" | "clsHead" | "decoder" | "ar";
 
 export interface ParamSpec {
   name: string;

@@ -65,7 +65,7 @@ test("installs the EMA weights, freezes them and encodes like the trainer's EMA 
     built.model.encode(x, L, { training: false }).indices.arraySync(),
   );
   assert.deepEqual(mine.indices.arraySync(), theirs);
-  tf.dispose([x, mine]);
+  tf.dispose([x, mine.z, mine.zq, mine.indices, mine.source, mine.groups, mine.sizes, mine.cls]);
   tokenizer.dispose();
 });
 
