@@ -5,6 +5,9 @@
 //   tokenizer eval        --config … --data … --out … --checkpoint <uri> [--K k] [--images N] [--backend X]
 //   tokenizer reconstruct --config … --data … --out … --checkpoint <uri> [--K k] [--images N] [--backend X]
 //   train-tokenizer       the operator's default argument: `tokenizer train` driven by the env contract alone
+// Stage II / sampling commands are dispatched to their modules (loaded on demand):
+//   train-ar | ar train …              → ar/cli.ts arMain (AR generator training, ARTraining)
+//   sample | reduce | eval reference-stats → sample/cli.ts samplingCli (SamplingJob shard / reduce pods)
 // Operator env contract (common/src/contract.ts, operator/src/README.md), used when the flag is absent:
 //   MERGEVQ_MODEL_CONFIG  JSON of the CRD's spec.model (preset | variant+size, imageSize, keepTokens,
 //                         evalKeepTokens, codebookBits, teacherUri, perceptualUri, overrides) — see
@@ -22,15 +25,16 @@
 // evaluation K (computeRfidPerK; `rFID` = the nominal K, labelled keys kept, notes say when the Inception
 // weights are random), held-out L1 and codebook usage, and a reconstruction grid PNG (originals in the top
 // row, one row of reconstructions per K below) uploaded to <CHECKPOINT_DIR>/artifacts/reconstruction.png.
-import { existsSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 import * as tf from "@tensorflow/tfjs";
 import sharp from "sharp";
 import { z } from "zod";
-import { ENV, type FinalReport, terminationMessage } from "../../common/src/contract.ts";
+import { ENV, type FinalReport } from "../../common/src/contract.ts";
 import { envInt, envUri, parseEnv } from "../../common/src/env.ts";
 import { createLogger, type Logger } from "../../common/src/logger.ts";
 import { selectBackend } from "./backend.ts";
+import { CliError, type CliResult, dispatchStage2, intFlag, parseJson } from "./cliCommon.ts";
 import { resolveConfig } from "./config/tokenizer.ts";
 import { rankFromEnv } from "./data/rank.ts";
 import { configHash, initProcessGroup, type ProcessGroup } from "./dist/processGroup.ts";
@@ -39,21 +43,20 @@ import { computeRfidPerK, type ReconstructionBatch } from "./eval/rfid.ts";
 import { latestCheckpoint } from "./train/checkpoint.ts";
 import { ContractConfigError, modelFromContract, trainFromContract } from "./train/crdConfig.ts";
 import { type BatchSource, disposeBatch } from "./train/localFolder.ts";
+import { writeTermination } from "./train/report.ts";
 import { buildTrainer } from "./train/setup.ts";
 import { joinUri, registerS3FromDataPlane, storageFor, toLocalPath, uriScheme } from "./train/storage.ts";
 import { NonFiniteLossError, type TokenizerTrainer } from "./train/tokenizerTrainer.ts";
 
-export class CliError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = "CliError";
-  }
-}
+// CliError / CliResult live in cliCommon.ts (shared with ar/cli.ts and sample/cli.ts); re-exported here.
+export { CliError, type CliResult };
 
 const USAGE = `usage: mergevq-trainer tokenizer <train|eval|reconstruct> --config <preset|file.json> --data <dir|uri> --out <dir|uri>
   [--steps N] [--batch B] [--backend tensorflow-gpu|tensorflow|wasm|cpu] [--train-config file.json]
   [--resume uri] [--seed N] [--checkpoint uri] [--K k] [--images N]
-       mergevq-trainer train-tokenizer [same flags]   (operator default: everything from the env contract)`;
+       mergevq-trainer train-tokenizer [same flags]   (operator default: everything from the env contract)
+       mergevq-trainer ar train --tokenizer <ckpt> --data <dir|uri> --out <dir|uri> [...] | train-ar   (Stage II)
+       mergevq-trainer sample | reduce | eval reference-stats [...]   (SamplingJob)`;
 
 const OPTIONS = {
   config: { type: "string" },
@@ -89,22 +92,6 @@ const ContractEnv = z.object({
   [ENV.ATTEMPT]: z.string().optional(),
 });
 
-function intFlag(name: string, v: string | undefined, min = 0): number | undefined {
-  if (v === undefined) return undefined;
-  if (!/^\d+$/.test(v) || Number(v) < min) throw new CliError(`--${name}: expected an integer ≥ ${min}, got "${v}"`);
-  return Number(v);
-}
-
-function parseJson(what: string, text: string): Record<string, unknown> {
-  try {
-    const v = JSON.parse(text);
-    if (typeof v !== "object" || v === null || Array.isArray(v)) throw new Error("not a JSON object");
-    return v as Record<string, unknown>;
-  } catch (e) {
-    throw new CliError(`${what}: invalid JSON (${(e as Error).message})`);
-  }
-}
-
 /** `--config`: a preset name, or a JSON file with a (partial) model config (optionally `"preset"`). */
 function modelConfigInput(flag: string | undefined, env: string | undefined): string | Record<string, unknown> {
   if (flag !== undefined) {
@@ -128,11 +115,10 @@ function configError(source: string, e: unknown): CliError {
   return new CliError(`${source}: ${(e as Error).message}`);
 }
 
-export interface CliResult {
-  report: FinalReport;
-}
-
 export async function main(argv: string[], log?: Logger): Promise<CliResult> {
+  // Stage II and sampling commands (train-ar | ar …, sample | reduce | eval reference-stats; loaded on demand).
+  const stage2 = await dispatchStage2(argv, log);
+  if (stage2) return stage2;
   // The operator's default container args: ["train-tokenizer"] (+ optional flags).
   if (argv[0] === "train-tokenizer") argv = ["tokenizer", "train", ...argv.slice(1)];
   const [group, command, ...rest] = argv;
@@ -541,17 +527,6 @@ export function unknownKeys(
     }
   }
   return out;
-}
-
-function writeTermination(pathFromEnv: string | undefined, report: FinalReport): void {
-  // Only inside Kubernetes (or when asked explicitly): never create /dev/termination-log on a workstation.
-  const p = pathFromEnv ?? (process.env.KUBERNETES_SERVICE_HOST ? "/dev/termination-log" : undefined);
-  if (!p) return;
-  try {
-    writeFileSync(p, terminationMessage(report));
-  } catch {
-    // The termination message is best effort; metrics.json carries the same report.
-  }
 }
 
 if (import.meta.url === `file://${process.argv[1]}` || process.argv[1]?.endsWith("/trainer/src/cli.ts")) {

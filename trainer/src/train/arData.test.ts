@@ -1,0 +1,157 @@
+// Stage-II data: MergeAR expansion on a real tokenizer encode of real photographs (T0 tokenizer, its seeded
+// initial weights; the photos come from trainer/src/util/testPhotos.ts), label dropout, candidate choice.
+import assert from "node:assert/strict";
+import { before, test } from "node:test";
+import * as tf from "@tensorflow/tfjs";
+import { createLogger } from "../../../common/src/logger.ts";
+import { selectBackend } from "../backend.ts";
+import { MergeVQTokenizer } from "../tokenizer/mergevq.ts";
+import { ensureTestPhotos } from "../util/testPhotos.ts";
+import { ARDataSource, chooseCandidates, dropLabels, expandMerged, streamRng, tokenizeImages } from "./arData.ts";
+import { LocalFolderSource } from "./localFolder.ts";
+
+const log = createLogger({ component: "ar-data-test" }, { level: "warn" });
+let tokenizer: MergeVQTokenizer;
+let photos = "";
+
+before(async () => {
+  await selectBackend({ log });
+  tokenizer = new MergeVQTokenizer("T0");
+  photos = ensureTestPhotos().dir;
+});
+
+async function photoBatch(
+  n: number,
+  seed = 3,
+): Promise<{ image: tf.Tensor4D; labels: Int32Array; src: LocalFolderSource }> {
+  const src = await LocalFolderSource.open({ root: photos, split: "train", size: 32, augment: true, seed });
+  const b = await src.next(n);
+  return { image: b.image, labels: b.labels, src };
+}
+
+test("expandMerged: hand example (groups P1,P1,P3,P3,P5,P5,P5,P8,P8 of the MergeAR figure)", () => {
+  // 9 raster positions, 4 kept tokens (groups 0..3) with codes 10, 11, 12, 13.
+  const groups = [0, 0, 1, 1, 2, 2, 2, 3, 3];
+  const r = expandMerged([10, 11, 12, 13], groups, 1, 4, 9);
+  assert.deepEqual([...r.indices], [10, 10, 11, 11, 12, 12, 12, 13, 13]);
+  assert.deepEqual([...r.dup], [0, 1, 0, 1, 0, 1, 1, 0, 1]);
+  // Non-contiguous groups: a group's first raster position is not a duplicate wherever it is.
+  const r2 = expandMerged([5, 6], [1, 0, 1, 0], 1, 2, 4);
+  assert.deepEqual([...r2.indices], [6, 5, 6, 5]);
+  assert.deepEqual([...r2.dup], [0, 0, 1, 1]);
+  assert.throws(() => expandMerged([1], [1], 1, 1, 1), /outside/);
+});
+
+test("tokenizeImages on real photos: per-sample K, expanded codes = kept[groups], dup = not-first of group", async () => {
+  const { L, candidates } = tokenizer.config.derived;
+  assert.equal(L, 64);
+  assert.deepEqual(
+    candidates.map((c) => c.K),
+    [25, 36, 49, 64],
+  );
+  const { image } = await photoBatch(6);
+  const ids = [0, 1, 2, 3, 1, 0];
+  const t = tokenizeImages(tokenizer, image, ids);
+  assert.deepEqual(t.K, [25, 36, 49, 64, 36, 25]);
+  let merged = 0;
+  for (let b = 0; b < 6; b++) {
+    const K = candidates[ids[b]].K;
+    // Reference: encode this photo alone at its K.
+    const one = tf.tidy(() => tf.slice(image, [b, 0, 0, 0], [1, -1, -1, -1]) as tf.Tensor4D);
+    const e = tokenizer.encode(one, K, { training: false });
+    const kept = e.indices.dataSync();
+    const groups = e.groups.dataSync();
+    const S = e.source.arraySync() as number[][][]; // [1, K, L]
+    const seq = t.indices.subarray(b * L, (b + 1) * L);
+    const dup = t.dup.subarray(b * L, (b + 1) * L);
+    const firstSeen = new Set<number>();
+    for (let j = 0; j < L; j++) {
+      assert.equal(S[0][groups[j]][j], 1, "groups agree with the source matrix");
+      assert.equal(seq[j], kept[groups[j]], `sample ${b} position ${j}: expanded code`);
+      assert.equal(dup[j], firstSeen.has(groups[j]) ? 1 : 0, `sample ${b} position ${j}: dup flag`);
+      firstSeen.add(groups[j]);
+    }
+    // Exactly K non-duplicate positions (one per kept token); L − K duplicates.
+    assert.equal(
+      dup.reduce((a, x) => a + x, 0),
+      L - K,
+    );
+    if (K === L) {
+      // No merging: the raster sequence is the tokenizer's own index order, no duplicates.
+      assert.deepEqual([...seq], [...kept]);
+    } else {
+      // Merged tokens really repeat codes on the raster grid.
+      merged++;
+      assert.ok(new Set(groups).size === K);
+    }
+    for (const x of seq) assert.ok(x >= 0 && x < 1024);
+    tf.dispose([one, ...Object.values(e).filter((v): v is tf.Tensor => v instanceof tf.Tensor)]);
+    tf.dispose(Object.values(e.losses));
+  }
+  assert.equal(merged, 5);
+  image.dispose();
+});
+
+test("without MergeAR: K = L for every sample, no duplicates, codes = encode(K = L)", async () => {
+  const { image } = await photoBatch(3, 7);
+  const t = tokenizeImages(tokenizer, image, null);
+  assert.deepEqual(t.K, [64, 64, 64]);
+  assert.equal(
+    t.dup.reduce((a, x) => a + x, 0),
+    0,
+  );
+  const ref = tf.tidy(() => tokenizer.encode(image, 64, { training: false }).indices.dataSync());
+  assert.deepEqual([...t.indices], [...ref]);
+  image.dispose();
+});
+
+test("label dropout and the K draw are seeded per (seed, rank, micro-batch) and follow their probabilities", () => {
+  const labels = Array.from({ length: 20000 }, (_, i) => i % 10);
+  const d = dropLabels(labels, 10, 0.1, streamRng("label-dropout", 0, 0, 5));
+  const frac = d.filter((x) => x === 10).length / d.length;
+  assert.ok(Math.abs(frac - 0.1) < 0.01, `dropped fraction ${frac}`);
+  for (let i = 0; i < d.length; i++) assert.ok(d[i] === 10 || d[i] === labels[i]);
+  assert.deepEqual(d, dropLabels(labels, 10, 0.1, streamRng("label-dropout", 0, 0, 5)));
+  assert.notDeepEqual(d, dropLabels(labels, 10, 0.1, streamRng("label-dropout", 0, 0, 6)));
+  assert.notDeepEqual(d, dropLabels(labels, 10, 0.1, streamRng("label-dropout", 0, 1, 5)));
+  assert.equal(dropLabels(labels, 10, 0, streamRng("x", 0, 0, 0)).filter((x) => x === 10).length, 0);
+  const cands = tokenizer.config.derived.candidates;
+  const ids = chooseCandidates(cands, 20000, streamRng("mergear-k", 1, 0, 0));
+  cands.forEach((c, i) => {
+    const f = ids.filter((x) => x === i).length / ids.length;
+    assert.ok(Math.abs(f - c.weight) < 0.015, `candidate K=${c.K}: frequency ${f} vs weight ${c.weight}`);
+  });
+});
+
+test("ARDataSource: same (seed, micro-batch, data state) → same batch; labels dropped to the null class", async () => {
+  const open = async () =>
+    new ARDataSource({
+      images: await LocalFolderSource.open({ root: photos, split: "train", size: 32, augment: true, seed: 11 }),
+      tokenizer,
+      mergeAR: true,
+      numClasses: 10,
+      classDropout: 0.5,
+      seed: 4,
+      rank: 0,
+    });
+  const a = await open();
+  const b = await open();
+  const x = await a.next(4, 17);
+  const y = await b.next(4, 17);
+  assert.deepEqual(x.batch.indices.dataSync(), y.batch.indices.dataSync());
+  assert.deepEqual(x.batch.labels.dataSync(), y.batch.labels.dataSync());
+  assert.deepEqual(x.batch.mergeTokens?.dataSync(), y.batch.mergeTokens?.dataSync());
+  assert.deepEqual(x.batch.dup?.dataSync(), y.batch.dup?.dataSync());
+  assert.deepEqual(x.batch.indices.shape, [4, 64]);
+  const lab = x.batch.labels.dataSync();
+  for (let i = 0; i < 4; i++) assert.ok(lab[i] === 10 || lab[i] === x.labels[i]);
+  // The data state restores the image stream.
+  const state = a.getState();
+  const x2 = await a.next(4, 18);
+  b.setState(state);
+  const y2 = await b.next(4, 18);
+  assert.deepEqual(x2.batch.indices.dataSync(), y2.batch.indices.dataSync());
+  const bad = new ARDataSource({ ...a.opts, numClasses: 2, classDropout: 0 });
+  await assert.rejects(() => bad.next(8, 0), /model\.numClasses = 2/);
+  for (const s of [x, y, x2, y2]) s.dispose();
+});

@@ -1,0 +1,27 @@
+// Final-report plumbing shared by the trainer CLIs (tokenizer: trainer/src/cli.ts; AR: trainer/src/ar/cli.ts):
+// `metrics.json` under the status prefix (MERGEVQ_STATUS_URI) and a compact copy as the container's
+// termination message (common/src/contract.ts terminationMessage(), ≤ 4 KiB).
+import { writeFileSync } from "node:fs";
+import { type FinalReport, METRICS_FILE, terminationMessage } from "../../../common/src/contract.ts";
+import { joinUri, storageFor } from "./storage.ts";
+
+/**
+ * Write the termination message to TERMINATION_MESSAGE_PATH, or to /dev/termination-log only inside
+ * Kubernetes (never create it on a workstation). Best effort: metrics.json carries the same report.
+ */
+export function writeTermination(pathFromEnv: string | undefined, report: FinalReport): void {
+  const p = pathFromEnv ?? (process.env.KUBERNETES_SERVICE_HOST ? "/dev/termination-log" : undefined);
+  if (!p) return;
+  try {
+    writeFileSync(p, terminationMessage(report));
+  } catch {
+    // The termination message is best effort; metrics.json carries the same report.
+  }
+}
+
+/** Write `<statusUri>/metrics.json` (the report plus updatedAt). */
+export async function writeMetricsJson(statusUri: string, report: FinalReport): Promise<void> {
+  const uri = joinUri(statusUri, METRICS_FILE);
+  const body = { ...report, updatedAt: report.updatedAt ?? new Date().toISOString() };
+  await storageFor(uri).put(uri, new TextEncoder().encode(JSON.stringify(body)));
+}
