@@ -62,6 +62,11 @@ export interface LocalFolderOptions {
   /** true: random crops/flips and a shuffled order; false: centre crops, sorted order. */
   augment?: boolean;
   seed?: number;
+  /**
+   * Seed of the epoch order, identical on every rank (the global seed), so that the ranks' strided slices of
+   * the same permutation partition the epoch. Unset: the order comes from `seed`'s RNG (single process only).
+   */
+  orderSeed?: number;
   rank?: number;
   worldSize?: number;
   /** Use at most this many files (after sorting; deterministic subset). */
@@ -148,7 +153,9 @@ export class LocalFolderSource implements BatchSource {
   }
 
   private newEpoch(): void {
-    const all = this.opts.augment ? this.rng.permutation(this.files.length) : this.files.map((_, i) => i);
+    const { orderSeed } = this.opts;
+    const shuffle = orderSeed === undefined ? this.rng : new Rng(orderSeed * 1_000_003 + this.epoch);
+    const all = this.opts.augment ? shuffle.permutation(this.files.length) : this.files.map((_, i) => i);
     const ws = this.opts.worldSize ?? 1;
     const rank = this.opts.rank ?? 0;
     this.order = all.filter((_, i) => i % ws === rank);

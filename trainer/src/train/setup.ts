@@ -235,6 +235,7 @@ export async function buildTrainer(o: BuildOptions): Promise<Built> {
       studentSize: views,
       augment: true,
       seed,
+      orderSeed: cfg.seed, // global: the ranks' slices of one permutation partition each epoch
       rank,
       worldSize,
       limit: o.dataLimit,
