@@ -1,6 +1,8 @@
 // The `make demo` flow as functions, so the e2e suite runs exactly the same steps with smaller step counts.
 //   cluster (already up; KUBECONFIG + S3 env) → CRDs + operator via Helm → dataset shards on S3 → S3 Secret →
-//   TokenizerTraining → watch progress → final status + reconstruction grid downloaded from S3.
+//   Inception reference statistics of the held-out photos → TokenizerTraining, ARTraining (tokenizerRef) and
+//   SamplingJob (modelRef) applied together, chained by reference → watch each → final status, reconstruction
+//   and sample grids downloaded from S3.
 import { execFileSync } from "node:child_process";
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
@@ -8,7 +10,7 @@ import { fileURLToPath } from "node:url";
 import { CreateBucketCommand, HeadBucketCommand } from "@aws-sdk/client-s3";
 import * as k8s from "@kubernetes/client-node";
 import { parse } from "yaml";
-import type { TokenizerTraining } from "../../operator/src/api/v1alpha1/index.ts";
+import type { ARTraining, SamplingJob, TokenizerTraining } from "../../operator/src/api/v1alpha1/index.ts";
 import { readImageNetSplit } from "../../trainer/src/data/imagenet.ts";
 import { packImageNet, readShardIndex } from "../../trainer/src/data/shards.ts";
 import { createS3Client, createStorage, s3SettingsFromEnv } from "../../trainer/src/data/storage.ts";
@@ -141,8 +143,44 @@ export async function ensureS3Secret(kc: k8s.KubeConfig, namespace: string, name
   await core.createNamespacedSecret({ namespace, body });
 }
 
-export function loadExample(file: string): TokenizerTraining {
-  return parse(readFileSync(path.join(REPO, "examples", file), "utf8")) as TokenizerTraining;
+export function loadExample(file: "tokenizer-training-demo.yaml"): TokenizerTraining;
+export function loadExample(file: "artraining-demo.yaml"): ARTraining;
+export function loadExample(file: "samplingjob-demo.yaml"): SamplingJob;
+export function loadExample(file: string): TokenizerTraining | ARTraining | SamplingJob {
+  return parse(readFileSync(path.join(REPO, "examples", file), "utf8"));
+}
+
+/**
+ * Inception statistics (mu, sigma) of the held-out photos at `size`² — the gFID reference of the demo's
+ * SamplingJob — computed by the trainer CLI (`eval reference-stats`) with the same Inception the reduce pod uses
+ * (the generated random-weight network unless MERGEVQ_INCEPTION_URI is set; the stats file records which).
+ * Skipped when the object already exists.
+ */
+export async function ensureReferenceStats(valShards: string, out: string, size: number): Promise<void> {
+  if (await createStorage(out).head(out)) {
+    say(`reference statistics already on S3: ${out}`);
+    return;
+  }
+  execFileSync(
+    process.execPath,
+    [
+      "--import",
+      "tsx",
+      path.join(REPO, "trainer/src/cli.ts"),
+      "eval",
+      "reference-stats",
+      "--data",
+      valShards,
+      "--data-format",
+      "tar-shards",
+      "--out",
+      out,
+      "--size",
+      String(size),
+    ],
+    { stdio: ["ignore", "ignore", "inherit"], cwd: REPO, env: { ...process.env, LOG_LEVEL: "warn" } },
+  );
+  say(`reference statistics of the held-out photos written to ${out}`);
 }
 
 /** Delete a run object (if present) and wait until it is gone. */
@@ -238,7 +276,10 @@ export async function watchRun(
       `step=${p.step ?? "-"}/${p.totalSteps ?? "-"}`,
       `img/s=${p.imagesPerSecond?.toFixed(2) ?? "-"}`,
       `eta=${p.etaSeconds !== undefined ? `${Math.round(p.etaSeconds)}s` : "-"}`,
-      ...(s.metrics?.rFID !== undefined ? [`rFID=${s.metrics.rFID.toFixed(2)}`] : []),
+      ...["rFID", "loss", "gFID", "IS"].flatMap((k) => {
+        const v = s.metrics?.[k];
+        return v === undefined ? [] : [`${k}=${v.toFixed(3)}`];
+      }),
     ].join("  ");
     if (line !== last) {
       (opts.print ?? say)(`${kind}/${name}  ${line}`);

@@ -8,6 +8,11 @@
 // both pods logged step lines of a 2-rank world up to the last step, each from a single rank; "checkpoint saved"
 // twice (interval + end) in exactly one pod and never in the other; the status checkpoint exists on S3;
 // progress.json carries zero data-error counters; the grid PNG is 8 images wide and 1 + #K rows tall.
+// Stage II (same flow as the demo, smaller): an ARTraining (tiny, MergeAR) referencing the trained tokenizer and a
+// 2-shard SamplingJob referencing the ARTraining, both applied before the AR run can start (chained by reference).
+// Asserted: AR Succeeded at its step count with a finite loss and its checkpoint on S3; both shards Succeeded with
+// their npz outputs on S3; gFID (random-Inception label) finite ≥ 0 and IS in [1, classes]; the sample grid PNG
+// decodes to the expected size.
 import assert from "node:assert/strict";
 import { mkdtempSync } from "node:fs";
 import os from "node:os";
@@ -20,6 +25,7 @@ import {
   createRun,
   demoEnv,
   download,
+  ensureReferenceStats,
   ensureS3Secret,
   installOperator,
   loadExample,
@@ -31,10 +37,14 @@ import { loadKubeConfig, makeNamespace, type TestNamespace } from "../cluster/te
 import { run } from "../support/kubectl.ts";
 
 const STEPS = Number(process.env.MERGEVQ_E2E_STEPS ?? 12);
+const AR_STEPS = 6;
+const SAMPLES = 16;
 
 describe("make demo flow (short)", () => {
   let kc: k8s.KubeConfig;
   let ns: TestNamespace;
+  let dataset = "";
+  let tokenizerDone = false;
   const release = "mergevq-e2e";
 
   before(async () => {
@@ -60,7 +70,7 @@ describe("make demo flow (short)", () => {
   });
 
   it("trains a 2-node TokenizerTraining to Succeeded with rFID, checkpoint and a reconstruction grid", async () => {
-    const dataset = await prepareData({ size: 64 });
+    dataset = await prepareData({ size: 64 });
     const tt = loadExample("tokenizer-training-demo.yaml");
     const runPrefix = `s3://mergevq-runs/e2e-${ns.name}`;
     tt.metadata = { name: "demo-e2e", namespace: ns.name };
@@ -129,5 +139,73 @@ describe("make demo flow (short)", () => {
     const rows = 1 + (tt.spec.model.evalKeepTokens?.length ?? 1);
     assert.equal(meta.height, rows * 64);
     assert.equal(meta.width, 8 * 64);
+    tokenizerDone = true;
+  });
+
+  it("chains an ARTraining (MergeAR) and a 2-shard SamplingJob by reference to gFID/IS and a sample grid", async () => {
+    assert.ok(tokenizerDone, "needs the TokenizerTraining of the previous test");
+    const prefix = `s3://mergevq-runs/e2e-${ns.name}`;
+    const ar = loadExample("artraining-demo.yaml");
+    ar.metadata = { name: "demo-e2e-ar", namespace: ns.name };
+    ar.spec.tokenizerRef = { name: "demo-e2e" };
+    ar.spec.dataset.uri = dataset;
+    ar.spec.training = { ...ar.spec.training, steps: AR_STEPS, batchSize: 4, logEverySteps: 2 };
+    ar.spec.checkpoint = { ...ar.spec.checkpoint, uri: `${prefix}-ar`, intervalSteps: AR_STEPS };
+    const sj = loadExample("samplingjob-demo.yaml");
+    sj.metadata = { name: "demo-e2e-sj", namespace: ns.name };
+    sj.spec.modelRef = { name: "demo-e2e-ar" };
+    sj.spec.sampling = { ...sj.spec.sampling, numSamples: SAMPLES, shards: 2, batchSize: 8 };
+    const reference = `${dataset}/val-stats.npz`;
+    sj.spec.evaluation = { ...sj.spec.evaluation, referenceStatsUri: reference };
+    sj.spec.checkpoint = { ...sj.spec.checkpoint, uri: `${prefix}-sj` };
+    await ensureReferenceStats(`${dataset}/val`, reference, 64);
+    // The SamplingJob goes in first: it must wait for the ARTraining, which itself waits for nothing (tokenizer done).
+    await createRun(kc, ns.name, sj);
+    await createRun(kc, ns.name, ar);
+    const print = (l: string) => process.stderr.write(`${l}\n`);
+
+    const arDone = await watchRun(kc, ns.name, "ARTraining", "demo-e2e-ar", { timeoutMs: 15 * 60_000, print });
+    assert.equal(arDone.status.phase, "Succeeded", JSON.stringify(arDone.status.conditions));
+    assert.equal(arDone.status.progress?.step, AR_STEPS);
+    assert.ok(
+      Number.isFinite(arDone.status.metrics?.loss),
+      `AR loss missing: ${JSON.stringify(arDone.status.metrics)}`,
+    );
+    const arCkpt = arDone.status.artifacts?.checkpointUri ?? "";
+    assert.match(arCkpt, /^s3:\/\/mergevq-runs\/.*-ar\//);
+    assert.ok(await createStorage(arCkpt).head(arCkpt), `AR checkpoint ${arCkpt} must exist on S3`);
+
+    const sjDone = await watchRun(kc, ns.name, "SamplingJob", "demo-e2e-sj", { timeoutMs: 15 * 60_000, print });
+    const st = sjDone.status as typeof sjDone.status & {
+      shards?: { index: number; phase: string; outputUri?: string }[];
+    };
+    assert.equal(st.phase, "Succeeded", JSON.stringify(st.conditions));
+    assert.deepEqual([st.progress?.step, st.progress?.totalSteps], [2, 2], "progress counts shards");
+    assert.deepEqual(
+      (st.shards ?? []).map((x) => [x.index, x.phase]),
+      [
+        [0, "Succeeded"],
+        [1, "Succeeded"],
+      ],
+    );
+    for (const shard of st.shards ?? []) {
+      const uri = shard.outputUri ?? "";
+      assert.match(uri, /\.npz$/);
+      assert.ok(await createStorage(uri).head(uri), `shard output ${uri} must exist on S3`);
+    }
+    const gfid = Object.entries(st.metrics ?? {}).find(([k]) => k.startsWith("gFID"));
+    const is = Object.entries(st.metrics ?? {}).find(([k]) => k.startsWith("IS"));
+    assert.ok(gfid && Number.isFinite(gfid[1]) && gfid[1] >= 0, `gFID missing: ${JSON.stringify(st.metrics)}`);
+    assert.ok(is && is[1] >= 1 - 1e-9 && is[1] <= 1008, `IS out of range: ${JSON.stringify(st.metrics)}`);
+    assert.match(`${gfid[0]} ${st.metricsNote ?? ""}`, /random/i, "random Inception weights must be labelled");
+
+    const grid = st.artifacts?.imageUris?.[0];
+    assert.ok(grid, "no sample grid in status.artifacts.imageUris");
+    const file = await download(grid, path.join(mkdtempSync(path.join(os.tmpdir(), "e2e-")), "samples.png"));
+    const meta = await sharp(file).metadata();
+    assert.equal(meta.format, "png");
+    // Up to 64 samples, 8 per row (trainer/src/sample/grid.ts).
+    assert.equal(meta.width, 8 * 64);
+    assert.equal(meta.height, Math.ceil(SAMPLES / 8) * 64);
   });
 });

@@ -166,7 +166,7 @@ export async function sampleMain(argv: string[], log?: Logger): Promise<CliResul
       metrics: { samples: res.samples, samplesPerSecond: res.samplesPerSecond },
       artifacts: { extra: { samples: res.uri } },
       notes: res.notes,
-      step: res.samples,
+      // No `step`: a SamplingJob's progress is counted in shards by the operator; samples are a metric.
     },
   );
   return { report };
@@ -217,7 +217,6 @@ export async function reduceMain(argv: string[], log?: Logger): Promise<CliResul
     metrics: r.metrics,
     artifacts: r.gridUri ? { imageUris: [r.gridUri] } : undefined,
     notes: r.notes,
-    step: r.samples,
   };
   return { report: await publishReport({ statusUri, terminationPath: env[ENV.TERMINATION_MESSAGE_PATH] }, report) };
 }
