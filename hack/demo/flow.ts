@@ -274,7 +274,7 @@ export async function watchRun(
       `phase=${s.phase ?? "-"}`,
       `attempt=${s.attempt ?? "-"}`,
       `step=${p.step ?? "-"}/${p.totalSteps ?? "-"}`,
-      `img/s=${p.imagesPerSecond?.toFixed(2) ?? "-"}`,
+      `${kind === "ARTraining" ? "seq/s" : "img/s"}=${p.imagesPerSecond?.toFixed(2) ?? "-"}`,
       `eta=${p.etaSeconds !== undefined ? `${Math.round(p.etaSeconds)}s` : "-"}`,
       ...["rFID", "loss", "gFID", "IS"].flatMap((k) => {
         const v = s.metrics?.[k];
