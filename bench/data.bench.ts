@@ -3,7 +3,6 @@
 // with a simulated training step. JSON lines on stdout, progress on stderr. BENCH_QUICK=1 → smaller sizes.
 //
 // S3: MERGEVQ_S3_ENDPOINT / AWS_* when set, else a MinIO from the toolchain cache is started and stopped.
-import { execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import os from "node:os";
@@ -12,7 +11,8 @@ import type { Readable } from "node:stream";
 import { CreateBucketCommand, GetObjectCommand } from "@aws-sdk/client-s3";
 import sharp from "sharp";
 import { buildDataset, SOURCES } from "../hack/dataset/build.ts";
-import { type MinioServer, startMinio } from "../test/cluster/minio.ts";
+import type { MinioServer } from "../test/cluster/minio.ts";
+import { testS3 } from "../test/support/s3.ts";
 import { decodeRgb, makeViews, type ViewSizes } from "../trainer/src/data/augment.ts";
 import { readImageNetSplit } from "../trainer/src/data/imagenet.ts";
 import { DataLoader } from "../trainer/src/data/loader.ts";
@@ -21,7 +21,6 @@ import { packImageNet, readTarSamples, type ShardReadResult } from "../trainer/s
 import { createS3Client, DEFAULT_RETRY, S3Storage } from "../trainer/src/data/storage.ts";
 
 const QUICK = process.env.BENCH_QUICK === "1";
-const ROOT = path.resolve(import.meta.dirname, "..");
 const emit = (metric: string, value: number, unit: string, config: string) =>
   process.stdout.write(
     `${JSON.stringify({ bench: "data", metric, value: Number(value.toFixed(3)), unit, backend: "n/a", config })}\n`,
@@ -86,21 +85,13 @@ async function main() {
     }
 
     // 2. S3: raw GetObject vs streamed through the resumable reader + tar parser, same shards.
-    const env = process.env;
-    let s3: { endpoint: string; region: string; accessKeyId: string; secretAccessKey: string };
-    if (env.MERGEVQ_S3_ENDPOINT && env.AWS_ACCESS_KEY_ID && env.AWS_SECRET_ACCESS_KEY) {
-      s3 = {
-        endpoint: env.MERGEVQ_S3_ENDPOINT,
-        region: env.AWS_REGION ?? "us-east-1",
-        accessKeyId: env.AWS_ACCESS_KEY_ID,
-        secretAccessKey: env.AWS_SECRET_ACCESS_KEY,
-      };
-    } else {
-      const binDir = execFileSync(path.join(ROOT, "hack/toolchain.sh"), ["--bin-dir"], { encoding: "utf8" }).trim();
-      log("starting MinIO");
-      minio = await startMinio({ binDir, dir: path.join(tmp, "minio"), clusterId: `data-bench-${process.pid}` });
-      s3 = minio.s3;
-    }
+    const started = await testS3({
+      dir: path.join(tmp, "minio"),
+      clusterId: `data-bench-${process.pid}`,
+      onStart: () => log("starting MinIO"),
+    });
+    const s3 = started.s3;
+    minio = started.minio;
     const client = createS3Client({ ...s3, forcePathStyle: true, retry: DEFAULT_RETRY, requestTimeoutMs: 30_000 });
     const bucket = `bench-${randomBytes(4).toString("hex")}`;
     await client.send(new CreateBucketCommand({ Bucket: bucket }));

@@ -36,13 +36,14 @@ import {
   S3Storage,
   storageCounters,
 } from "../../trainer/src/data/storage.ts";
-import { type MinioServer, startMinio } from "../cluster/minio.ts";
+import type { MinioServer } from "../cluster/minio.ts";
 import { startFaultProxy } from "../support/faultProxy.ts";
+import { type S3Endpoint, testS3 } from "../support/s3.ts";
 
 const ROOT = path.resolve(import.meta.dirname, "../..");
 const tmp = mkdtempSync(path.join(os.tmpdir(), "mvq-data-s3-"));
 let minio: MinioServer | undefined;
-let s3: { endpoint: string; region: string; accessKeyId: string; secretAccessKey: string };
+let s3: S3Endpoint;
 let client: S3Client;
 let bucket: string;
 let dataset: string;
@@ -65,19 +66,7 @@ const childEnv = () => ({
 });
 
 before(async () => {
-  const env = process.env;
-  if (env.MERGEVQ_S3_ENDPOINT && env.AWS_ACCESS_KEY_ID && env.AWS_SECRET_ACCESS_KEY) {
-    s3 = {
-      endpoint: env.MERGEVQ_S3_ENDPOINT,
-      region: env.AWS_REGION ?? "us-east-1",
-      accessKeyId: env.AWS_ACCESS_KEY_ID,
-      secretAccessKey: env.AWS_SECRET_ACCESS_KEY,
-    };
-  } else {
-    const binDir = execFileSync(path.join(ROOT, "hack/toolchain.sh"), ["--bin-dir"], { encoding: "utf8" }).trim();
-    minio = await startMinio({ binDir, dir: path.join(tmp, "minio"), clusterId: `data-s3-${process.pid}` });
-    s3 = minio.s3;
-  }
+  ({ s3, minio } = await testS3({ dir: path.join(tmp, "minio"), clusterId: `data-s3-${process.pid}` }));
   client = createS3Client(settings(s3.endpoint));
   bucket = `data-${randomBytes(4).toString("hex")}`;
   await client.send(new CreateBucketCommand({ Bucket: bucket }));

@@ -4,7 +4,6 @@
 // regenerated, and reduce reading shards + reference from S3 and writing the grid and metrics.json there.
 // S3 comes from MERGEVQ_S3_ENDPOINT / AWS_* when set (cluster harness), else a MinIO from the toolchain cache.
 import assert from "node:assert/strict";
-import { execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
@@ -18,12 +17,12 @@ import { ensureRandomInception } from "../../trainer/src/eval/testing.ts";
 import {
   lastReport,
   photoFolder,
-  REPO_ROOT,
   runTrainerCli,
   tinyArCheckpoint,
   tinyTokenizerCheckpoint,
 } from "../../trainer/src/sample/testing.ts";
-import { type MinioServer, s3Client, startMinio } from "../cluster/minio.ts";
+import { type MinioServer, s3Client } from "../cluster/minio.ts";
+import { testS3 } from "../support/s3.ts";
 
 const tmp = mkdtempSync(path.join(os.tmpdir(), "mvq-sample-s3-"));
 let minio: MinioServer | undefined;
@@ -45,20 +44,9 @@ async function putObject(key: string, body: Uint8Array): Promise<void> {
 }
 
 before(async () => {
-  const env = process.env;
-  let s3: { endpoint: string; region: string; accessKeyId: string; secretAccessKey: string };
-  if (env.MERGEVQ_S3_ENDPOINT && env.AWS_ACCESS_KEY_ID && env.AWS_SECRET_ACCESS_KEY) {
-    s3 = {
-      endpoint: env.MERGEVQ_S3_ENDPOINT,
-      region: env.AWS_REGION ?? "us-east-1",
-      accessKeyId: env.AWS_ACCESS_KEY_ID,
-      secretAccessKey: env.AWS_SECRET_ACCESS_KEY,
-    };
-  } else {
-    const binDir = execFileSync(path.join(REPO_ROOT, "hack/toolchain.sh"), ["--bin-dir"], { encoding: "utf8" }).trim();
-    minio = await startMinio({ binDir, dir: path.join(tmp, "minio"), clusterId: `sample-s3-${process.pid}` });
-    s3 = minio.s3;
-  }
+  const started = await testS3({ dir: path.join(tmp, "minio"), clusterId: `sample-s3-${process.pid}` });
+  const s3 = started.s3;
+  minio = started.minio;
   // What runEnv/s3Env give a pod (credentials via env, path-style addressing for MinIO).
   s3env = {
     [ENV.AWS_ENDPOINT_URL]: s3.endpoint,

@@ -26,26 +26,38 @@
 // weights are random), held-out L1 and codebook usage, and a reconstruction grid PNG (originals in the top
 // row, one row of reconstructions per K below) uploaded to <CHECKPOINT_DIR>/artifacts/reconstruction.png.
 import { existsSync, readFileSync } from "node:fs";
-import { parseArgs } from "node:util";
 import * as tf from "@tensorflow/tfjs";
 import sharp from "sharp";
 import { z } from "zod";
 import { ENV, type FinalReport } from "../../common/src/contract.ts";
-import { envInt, envUri, parseEnv } from "../../common/src/env.ts";
+import { envUri, parseEnv } from "../../common/src/env.ts";
 import { createLogger, type Logger } from "../../common/src/logger.ts";
 import { selectBackend } from "./backend.ts";
-import { CliError, type CliResult, dispatchStage2, intFlag, parseJson } from "./cliCommon.ts";
+import {
+  CliError,
+  type CliResult,
+  dispatchStage2,
+  intFlag,
+  joinProcessGroup,
+  parseFlags,
+  parseJson,
+  registerS3For,
+  resumeFrom,
+  TRAINING_ENV,
+  TRAINING_FLAGS,
+  trainingPaths,
+} from "./cliCommon.ts";
 import { resolveConfig } from "./config/tokenizer.ts";
 import { rankFromEnv } from "./data/rank.ts";
-import { configHash, initProcessGroup, type ProcessGroup } from "./dist/processGroup.ts";
+import type { ProcessGroup } from "./dist/processGroup.ts";
 import { InceptionExtractor } from "./eval/inception.ts";
 import { computeRfidPerK, type ReconstructionBatch } from "./eval/rfid.ts";
 import { latestCheckpoint } from "./train/checkpoint.ts";
 import { ContractConfigError, modelFromContract, trainFromContract } from "./train/crdConfig.ts";
 import { type BatchSource, disposeBatch } from "./train/localFolder.ts";
-import { writeTermination } from "./train/report.ts";
+import { nonFiniteReport, writeMetricsJson, writeTermination } from "./train/report.ts";
 import { buildTrainer } from "./train/setup.ts";
-import { joinUri, registerS3FromDataPlane, storageFor, toLocalPath, uriScheme } from "./train/storage.ts";
+import { joinUri, storageFor, toLocalPath, uriScheme } from "./train/storage.ts";
 import { NonFiniteLossError, type TokenizerTrainer } from "./train/tokenizerTrainer.ts";
 
 // CliError / CliResult live in cliCommon.ts (shared with ar/cli.ts and sample/cli.ts); re-exported here.
@@ -59,37 +71,18 @@ const USAGE = `usage: mergevq-trainer tokenizer <train|eval|reconstruct> --confi
        mergevq-trainer sample | reduce | eval reference-stats [...]   (SamplingJob)`;
 
 const OPTIONS = {
+  ...TRAINING_FLAGS,
   config: { type: "string" },
-  data: { type: "string" },
-  out: { type: "string" },
-  steps: { type: "string" },
-  batch: { type: "string" },
-  backend: { type: "string" },
-  "train-config": { type: "string" },
-  resume: { type: "string" },
-  seed: { type: "string" },
   checkpoint: { type: "string" },
   K: { type: "string" },
   images: { type: "string" },
-  help: { type: "boolean" },
 } as const;
 
 const ContractEnv = z.object({
-  [ENV.MODEL_CONFIG]: z.string().optional(),
-  [ENV.TRAIN_CONFIG]: z.string().optional(),
-  [ENV.DATASET_URI]: envUri().optional(),
-  [ENV.DATASET_FORMAT]: z.enum(["folder", "tar-shards"]).optional(),
+  ...TRAINING_ENV,
   [ENV.INCEPTION_URI]: z.string().min(1).optional(),
-  [ENV.CHECKPOINT_DIR]: envUri().optional(),
-  [ENV.CHECKPOINT_INTERVAL]: envInt({ min: 0 }).optional(),
-  [ENV.CHECKPOINT_KEEP_LAST]: envInt({ min: 0 }).optional(),
-  [ENV.RESUME_FROM]: envUri().optional(),
-  [ENV.STATUS_URI]: envUri().optional(),
   [ENV.TEACHER_URI]: envUri().optional(),
   [ENV.PERCEPTUAL_URI]: envUri().optional(),
-  [ENV.TERMINATION_MESSAGE_PATH]: z.string().optional(),
-  [ENV.RUN]: z.string().optional(),
-  [ENV.ATTEMPT]: z.string().optional(),
 });
 
 /** `--config`: a preset name, or a JSON file with a (partial) model config (optionally `"preset"`). */
@@ -125,12 +118,7 @@ export async function main(argv: string[], log?: Logger): Promise<CliResult> {
   if (group !== "tokenizer" || !["train", "eval", "reconstruct"].includes(command ?? "")) {
     throw new CliError(`unknown command "${[group, command].filter(Boolean).join(" ")}"\n${USAGE}`);
   }
-  let values: ReturnType<typeof parseArgs<{ options: typeof OPTIONS; args: string[]; strict: true }>>["values"];
-  try {
-    ({ values } = parseArgs({ args: rest, options: OPTIONS, strict: true, allowPositionals: false }));
-  } catch (e) {
-    throw new CliError(`${(e as Error).message}\n${USAGE}`);
-  }
+  const values = parseFlags(rest, OPTIONS, USAGE);
   const env = parseEnv(ContractEnv);
   const { rank, worldSize } = rankFromEnv();
   if (worldSize > 1 && command !== "train") {
@@ -139,14 +127,13 @@ export async function main(argv: string[], log?: Logger): Promise<CliResult> {
     );
   }
   const logger = log ?? createLogger({ component: "trainer", run: env[ENV.RUN], rank });
-  const data = values.data ?? env[ENV.DATASET_URI];
-  if (
-    uriScheme(values.out ?? "") === "s3" ||
-    uriScheme(data ?? "") === "s3" ||
-    [env[ENV.CHECKPOINT_DIR], env[ENV.STATUS_URI], env[ENV.RESUME_FROM]].some((u) => u?.startsWith("s3://"))
-  ) {
-    await registerS3FromDataPlane();
-  }
+  await registerS3For([
+    values.out,
+    values.data ?? env[ENV.DATASET_URI],
+    env[ENV.CHECKPOINT_DIR],
+    env[ENV.STATUS_URI],
+    env[ENV.RESUME_FROM],
+  ]);
 
   // Model config: `--config` (preset name or a file with the trainer's fields) or the CRD's spec.model.
   let modelInput: string | Record<string, unknown>;
@@ -199,14 +186,7 @@ export async function main(argv: string[], log?: Logger): Promise<CliResult> {
   if (env[ENV.TEACHER_URI] && trainInput.teacher === undefined) trainInput.teacher = env[ENV.TEACHER_URI];
   if (env[ENV.PERCEPTUAL_URI] && trainInput.perceptual === undefined) trainInput.perceptual = env[ENV.PERCEPTUAL_URI];
 
-  if (!data) throw new CliError(`--data is required (or set ${ENV.DATASET_URI})`);
-  if (!["file", "s3"].includes(uriScheme(data)))
-    throw new CliError(`--data ${data}: only folders, file:// and s3:// are read`);
-  const checkpointDirEnv = env[ENV.CHECKPOINT_DIR];
-  const out = values.out ?? checkpointDirEnv;
-  if (!out) throw new CliError(`--out is required (or set ${ENV.CHECKPOINT_DIR})`);
-  const checkpointDir = checkpointDirEnv ?? joinUri(out, "checkpoints");
-  const statusUri = env[ENV.STATUS_URI] ?? out;
+  const { data, out, checkpointDir, statusUri } = trainingPaths(values, env);
 
   const configSource = values.config ? `--config ${values.config}` : ENV.MODEL_CONFIG;
   let resolvedModel: ReturnType<typeof resolveConfig>;
@@ -248,25 +228,12 @@ export async function main(argv: string[], log?: Logger): Promise<CliResult> {
   const images = intFlag("images", values.images, 1);
 
   if (command === "train") {
-    // Under the operator (MERGEVQ_ATTEMPT set) only RESUME_FROM resumes: the operator sets it on restarts, and a
-    // new run reusing a checkpoint.uri must not silently continue an older run's checkpoint. By hand, the
-    // newest checkpoint under the checkpoint dir is picked up.
-    const resume =
-      values.resume ??
-      env[ENV.RESUME_FROM] ??
-      (env[ENV.ATTEMPT] === undefined ? await latestCheckpoint(checkpointDir) : undefined);
+    const resume = await resumeFrom(values.resume, env, checkpointDir);
     if (resume) await trainer.resume(resume);
     let pg: ProcessGroup | undefined;
     if (worldSize > 1) {
-      pg = await initProcessGroup({
-        // Everything that must match across ranks: model, training config, data, world.
-        configHash: configHash({ model: resolvedModel, train: built.trainConfig, data, worldSize }),
-        step: trainer.step,
-        log: logger,
-      });
-      logger.info({ rank: pg.rank, worldSize: pg.worldSize, neighbours: pg.neighbours }, "process group ready");
-      trainer.attachProcessGroup(pg);
-      await trainer.syncFromRank0();
+      // Everything that must match across ranks: model, training config, data, world.
+      pg = await joinProcessGroup(trainer, { model: resolvedModel, train: built.trainConfig, data, worldSize }, logger);
     }
     try {
       const last = await trainer.run();
@@ -314,15 +281,8 @@ export async function main(argv: string[], log?: Logger): Promise<CliResult> {
       writeTermination(env[ENV.TERMINATION_MESSAGE_PATH], report);
       return { report };
     } catch (e) {
-      if (e instanceof NonFiniteLossError && rank === 0) {
-        const report: FinalReport = {
-          metrics: {},
-          artifacts: e.lastCheckpoint ? { checkpointUri: e.lastCheckpoint } : undefined,
-          notes: [e.message],
-          step: e.step,
-        };
-        writeTermination(env[ENV.TERMINATION_MESSAGE_PATH], report);
-      }
+      if (e instanceof NonFiniteLossError && rank === 0)
+        writeTermination(env[ENV.TERMINATION_MESSAGE_PATH], nonFiniteReport(e));
       throw e;
     }
   }
@@ -353,11 +313,7 @@ export async function main(argv: string[], log?: Logger): Promise<CliResult> {
       notes: notes.length ? notes : undefined,
       step: trainer.step,
     };
-    const uri = joinUri(statusUri, "metrics.json");
-    await storageFor(uri).put(
-      uri,
-      new TextEncoder().encode(JSON.stringify({ ...report, updatedAt: new Date().toISOString() })),
-    );
+    await writeMetricsJson(statusUri, report);
     writeTermination(env[ENV.TERMINATION_MESSAGE_PATH], report);
     return { report };
   }

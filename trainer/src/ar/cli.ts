@@ -20,15 +20,27 @@
 // <out>/progress.json, <out>/metrics.json (FinalReport: metrics loss, loss_pre, loss_post, tokensPerSecond,
 // sequencesPerSecond; artifacts.checkpointUri = final checkpoint; notes name the tokenizer and the backend).
 import { existsSync, readFileSync } from "node:fs";
-import { parseArgs } from "node:util";
 import { z } from "zod";
 import { ENV, type FinalReport } from "../../../common/src/contract.ts";
-import { envInt, envUri, parseEnv } from "../../../common/src/env.ts";
+import { parseEnv } from "../../../common/src/env.ts";
 import { createLogger, type Logger } from "../../../common/src/logger.ts";
 import { selectBackend } from "../backend.ts";
-import { CliError, type CliResult, intFlag, numberFlag, parseJson } from "../cliCommon.ts";
+import {
+  CliError,
+  type CliResult,
+  intFlag,
+  joinProcessGroup,
+  numberFlag,
+  parseFlags,
+  parseJson,
+  registerS3For,
+  resumeFrom,
+  TRAINING_ENV,
+  TRAINING_FLAGS,
+  trainingPaths,
+} from "../cliCommon.ts";
 import { rankFromEnv } from "../data/rank.ts";
-import { configHash, initProcessGroup, type ProcessGroup } from "../dist/processGroup.ts";
+import type { ProcessGroup } from "../dist/processGroup.ts";
 import {
   ARConfigError,
   type ARTrainConfig,
@@ -37,11 +49,11 @@ import {
   parseARModelSpec,
   parseARTrainConfig,
 } from "../train/arTrainer.ts";
-import { CheckpointError, latestCheckpoint } from "../train/checkpoint.ts";
+import { CheckpointError } from "../train/checkpoint.ts";
 import { listImageFolder } from "../train/localFolder.ts";
-import { writeTermination } from "../train/report.ts";
+import { nonFiniteReport, writeTermination } from "../train/report.ts";
 import { isShardDataset } from "../train/setup.ts";
-import { joinUri, registerS3FromDataPlane, toLocalPath, uriScheme } from "../train/storage.ts";
+import { toLocalPath, uriScheme } from "../train/storage.ts";
 import { NonFiniteLossError } from "../train/tokenizerTrainer.ts";
 
 export const AR_USAGE = `usage: mergevq-trainer ar train --tokenizer <ckpt uri> --data <dir|uri> --out <dir|uri>
@@ -52,12 +64,9 @@ export const AR_USAGE = `usage: mergevq-trainer ar train --tokenizer <ckpt uri> 
        mergevq-trainer train-ar [same flags]   (operator default: everything from the env contract)`;
 
 const OPTIONS = {
+  ...TRAINING_FLAGS,
   tokenizer: { type: "string" },
-  data: { type: "string" },
-  out: { type: "string" },
   size: { type: "string" },
-  steps: { type: "string" },
-  batch: { type: "string" },
   accum: { type: "string" },
   lr: { type: "string" },
   warmup: { type: "string" },
@@ -67,32 +76,16 @@ const OPTIONS = {
   "class-dropout": { type: "string" },
   "merge-ar": { type: "boolean" },
   window: { type: "string" },
-  seed: { type: "string" },
-  backend: { type: "string" },
-  resume: { type: "string" },
   "model-config": { type: "string" },
-  "train-config": { type: "string" },
   "checkpoint-interval": { type: "string" },
   "keep-last": { type: "string" },
   "log-every": { type: "string" },
   "data-limit": { type: "string" },
-  help: { type: "boolean" },
 } as const;
 
 const ContractEnv = z.object({
-  [ENV.MODEL_CONFIG]: z.string().optional(),
-  [ENV.TRAIN_CONFIG]: z.string().optional(),
+  ...TRAINING_ENV,
   [ENV.TOKENIZER_CHECKPOINT]: z.string().min(1).optional(),
-  [ENV.DATASET_URI]: envUri().optional(),
-  [ENV.DATASET_FORMAT]: z.enum(["folder", "tar-shards"]).optional(),
-  [ENV.CHECKPOINT_DIR]: envUri().optional(),
-  [ENV.CHECKPOINT_INTERVAL]: envInt({ min: 0 }).optional(),
-  [ENV.CHECKPOINT_KEEP_LAST]: envInt({ min: 0 }).optional(),
-  [ENV.RESUME_FROM]: envUri().optional(),
-  [ENV.STATUS_URI]: envUri().optional(),
-  [ENV.TERMINATION_MESSAGE_PATH]: z.string().optional(),
-  [ENV.RUN]: z.string().optional(),
-  [ENV.ATTEMPT]: z.string().optional(),
 });
 
 /** ARTraining spec.training field → trainer field (ARTrainConfigSchema). */
@@ -139,12 +132,7 @@ export async function arMain(argv: string[], log?: Logger): Promise<CliResult> {
   } else {
     throw new CliError(`unknown command "${argv.slice(0, 2).join(" ")}"\n${AR_USAGE}`);
   }
-  let values: ReturnType<typeof parseArgs<{ options: typeof OPTIONS; args: string[]; strict: true }>>["values"];
-  try {
-    ({ values } = parseArgs({ args: rest, options: OPTIONS, strict: true, allowPositionals: false }));
-  } catch (e) {
-    throw new CliError(`${(e as Error).message}\n${AR_USAGE}`);
-  }
+  const values = parseFlags(rest, OPTIONS, AR_USAGE);
   if (values.help) throw new CliError(AR_USAGE);
   const env = parseEnv(ContractEnv);
   const { rank, worldSize } = rankFromEnv();
@@ -154,22 +142,8 @@ export async function arMain(argv: string[], log?: Logger): Promise<CliResult> {
   const tokenizerSource = values.tokenizer ? "--tokenizer" : ENV.TOKENIZER_CHECKPOINT;
   if (!tokenizerUri)
     throw new CliError(`--tokenizer is required (or set ${ENV.TOKENIZER_CHECKPOINT} to a tokenizer-train checkpoint)`);
-  const data = values.data ?? env[ENV.DATASET_URI];
-  if (!data) throw new CliError(`--data is required (or set ${ENV.DATASET_URI})`);
-  if (!["file", "s3"].includes(uriScheme(data)))
-    throw new CliError(`--data ${data}: only folders, file:// and s3:// are read`);
-  const checkpointDirEnv = env[ENV.CHECKPOINT_DIR];
-  const out = values.out ?? checkpointDirEnv;
-  if (!out) throw new CliError(`--out is required (or set ${ENV.CHECKPOINT_DIR})`);
-  const checkpointDir = checkpointDirEnv ?? joinUri(out, "checkpoints");
-  const statusUri = env[ENV.STATUS_URI] ?? out;
-  if (
-    [tokenizerUri, data, out, checkpointDir, statusUri, values.resume, env[ENV.RESUME_FROM]].some(
-      (u) => u !== undefined && uriScheme(u) === "s3",
-    )
-  ) {
-    await registerS3FromDataPlane();
-  }
+  const { data, out, checkpointDir, statusUri } = trainingPaths(values, env);
+  await registerS3For([tokenizerUri, data, out, checkpointDir, statusUri, values.resume, env[ENV.RESUME_FROM]]);
   const localData = uriScheme(data) === "file" ? toLocalPath(data) : data;
 
   // Model: --model-config file or MERGEVQ_MODEL_CONFIG (spec.model), then flags.
@@ -277,12 +251,7 @@ export async function arMain(argv: string[], log?: Logger): Promise<CliResult> {
   const { trainer } = built;
   const notes = [...built.notes];
 
-  // Under the operator (MERGEVQ_ATTEMPT set) only RESUME_FROM resumes; by hand the newest checkpoint under the
-  // checkpoint dir is picked up (same rule as the tokenizer CLI).
-  const resume =
-    values.resume ??
-    env[ENV.RESUME_FROM] ??
-    (env[ENV.ATTEMPT] === undefined ? await latestCheckpoint(checkpointDir) : undefined);
+  const resume = await resumeFrom(values.resume, env, checkpointDir);
   if (resume) {
     const src = values.resume ? "--resume" : env[ENV.RESUME_FROM] ? ENV.RESUME_FROM : `latest under ${checkpointDir}`;
     try {
@@ -294,16 +263,12 @@ export async function arMain(argv: string[], log?: Logger): Promise<CliResult> {
     notes.push(`resumed from ${resume} (step ${trainer.step})`);
   }
   let pg: ProcessGroup | undefined;
-  if (worldSize > 1) {
-    pg = await initProcessGroup({
-      configHash: configHash({ arConfig: built.arConfig, train, data, tokenizer: tokenizerUri, worldSize }),
-      step: trainer.step,
-      log: logger,
-    });
-    logger.info({ rank: pg.rank, worldSize: pg.worldSize, neighbours: pg.neighbours }, "process group ready");
-    trainer.attachProcessGroup(pg);
-    await trainer.syncFromRank0();
-  }
+  if (worldSize > 1)
+    pg = await joinProcessGroup(
+      trainer,
+      { arConfig: built.arConfig, train, data, tokenizer: tokenizerUri, worldSize },
+      logger,
+    );
   try {
     const summary = await trainer.run();
     await pg?.close();
@@ -328,14 +293,8 @@ export async function arMain(argv: string[], log?: Logger): Promise<CliResult> {
     logger.info({ metrics, checkpoint: trainer.lastCheckpoint, seconds: summary.seconds }, "AR training finished");
     return { report };
   } catch (e) {
-    if (e instanceof NonFiniteLossError && rank === 0) {
-      writeTermination(env[ENV.TERMINATION_MESSAGE_PATH], {
-        metrics: {},
-        artifacts: e.lastCheckpoint ? { checkpointUri: e.lastCheckpoint } : undefined,
-        notes: [e.message],
-        step: e.step,
-      });
-    }
+    if (e instanceof NonFiniteLossError && rank === 0)
+      writeTermination(env[ENV.TERMINATION_MESSAGE_PATH], nonFiniteReport(e));
     throw e;
   }
 }

@@ -18,17 +18,16 @@
 // Each command writes metrics.json under the status prefix and the termination message (as the tokenizer
 // CLI does) and resolves to { report }.
 import { readFile } from "node:fs/promises";
-import { parseArgs } from "node:util";
 import { z } from "zod";
 import { ENV, type FinalReport } from "../../../common/src/contract.ts";
 import { envInt, envUri, parseEnv } from "../../../common/src/env.ts";
 import { createLogger, type Logger } from "../../../common/src/logger.ts";
-import { CliError, type CliResult, intFlag } from "../cliCommon.ts";
+import { CliError, type CliResult, intFlag, parseFlags, registerS3For } from "../cliCommon.ts";
 import { InceptionExtractor } from "../eval/inception.ts";
 import { inceptionNotes } from "../eval/rfid.ts";
 import { loadCheckpoint } from "../train/checkpoint.ts";
 import { writeMetricsJson, writeTermination } from "../train/report.ts";
-import { joinUri, registerS3FromDataPlane } from "../train/storage.ts";
+import { joinUri } from "../train/storage.ts";
 import { parseSamplingConfig, type SamplingConfig, SamplingConfigError } from "./config.ts";
 import { reduceShards } from "./reduce.ts";
 import { computeReferenceStats } from "./referenceStats.ts";
@@ -56,14 +55,6 @@ export const SAMPLE_USAGE = `usage: mergevq-trainer sample [--config sampling.js
        mergevq-trainer eval reference-stats --data <dir|uri> --out <npz uri> [--size N | --tokenizer <ckpt>]
          [--images N] [--split train|val] [--inception <onnx>] [--batch B]
   (everything not given as a flag comes from the operator's env contract: MERGEVQ_TRAIN_CONFIG, …)`;
-
-function parse<O extends Record<string, { type: "string" | "boolean" }>>(argv: string[], options: O) {
-  try {
-    return parseArgs({ args: argv, options, strict: true, allowPositionals: false }).values;
-  } catch (e) {
-    throw new CliError(`${(e as Error).message}\n${SAMPLE_USAGE}`);
-  }
-}
 
 function readEnv(): SampleEnv {
   try {
@@ -105,10 +96,6 @@ async function publishReport(
   return r;
 }
 
-async function maybeS3(uris: (string | undefined)[]): Promise<void> {
-  if (uris.some((u) => u?.startsWith("s3://"))) await registerS3FromDataPlane();
-}
-
 const SAMPLE_OPTIONS = {
   config: { type: "string" },
   model: { type: "string" },
@@ -123,7 +110,7 @@ const SAMPLE_OPTIONS = {
 
 /** `sample`: one shard of a SamplingJob. */
 export async function sampleMain(argv: string[], log?: Logger): Promise<CliResult> {
-  const v = parse(argv, SAMPLE_OPTIONS);
+  const v = parseFlags(argv, SAMPLE_OPTIONS, SAMPLE_USAGE);
   if (v.help) throw new CliError(SAMPLE_USAGE);
   const env = readEnv();
   const cfg = await samplingConfig(v.config, env);
@@ -142,7 +129,7 @@ export async function sampleMain(argv: string[], log?: Logger): Promise<CliResul
   if (!out) throw new CliError(`--out is required (or set ${ENV.CHECKPOINT_DIR})`);
   const statusUri = v.status ?? env[ENV.STATUS_URI] ?? joinUri(out, `status/shards/${index}`);
   const logger = log ?? createLogger({ component: "sampler", run: env[ENV.RUN], rank: 0 });
-  await maybeS3([model, tokenizer, out, statusUri]);
+  await registerS3For([model, tokenizer, out, statusUri]);
 
   const res = await runShard({
     config: cfg,
@@ -185,7 +172,7 @@ const REDUCE_OPTIONS = {
 
 /** `reduce`: gFID / IS over all shard outputs + sample grid. */
 export async function reduceMain(argv: string[], log?: Logger): Promise<CliResult> {
-  const v = parse(argv, REDUCE_OPTIONS);
+  const v = parseFlags(argv, REDUCE_OPTIONS, SAMPLE_USAGE);
   if (v.help) throw new CliError(SAMPLE_USAGE);
   const env = readEnv();
   const haveConfig = v.config !== undefined || env[ENV.TRAIN_CONFIG] !== undefined;
@@ -202,7 +189,7 @@ export async function reduceMain(argv: string[], log?: Logger): Promise<CliResul
   const referenceStatsUri = v.reference ?? cfg?.evaluation.referenceStatsUri;
   const inceptionUri = v.inception ?? cfg?.evaluation.inceptionUri ?? env[ENV.INCEPTION_URI];
   const logger = log ?? createLogger({ component: "sampler", run: env[ENV.RUN], rank: 0, command: "reduce" });
-  await maybeS3([out, statusUri, referenceStatsUri, inceptionUri]);
+  await registerS3For([out, statusUri, referenceStatsUri, inceptionUri]);
   const r = await reduceShards({
     checkpointDir: out,
     numShards,
@@ -246,7 +233,7 @@ async function tokenizerResolution(uri: string): Promise<number> {
 
 /** `eval reference-stats` (argv after those two words). */
 export async function referenceStatsMain(argv: string[], log?: Logger): Promise<CliResult> {
-  const v = parse(argv, REFSTATS_OPTIONS);
+  const v = parseFlags(argv, REFSTATS_OPTIONS, SAMPLE_USAGE);
   if (v.help) throw new CliError(SAMPLE_USAGE);
   const env = readEnv();
   if (!v.data) throw new CliError(`--data is required\n${SAMPLE_USAGE}`);
@@ -256,7 +243,7 @@ export async function referenceStatsMain(argv: string[], log?: Logger): Promise<
   if (v["data-format"] !== undefined && !["folder", "tar-shards"].includes(v["data-format"]))
     throw new CliError(`--data-format: expected folder or tar-shards, got "${v["data-format"]}"`);
   const logger = log ?? createLogger({ component: "trainer", run: env[ENV.RUN], rank: 0, command: "reference-stats" });
-  await maybeS3([v.data, v.out, v.tokenizer, v.inception ?? env[ENV.INCEPTION_URI]]);
+  await registerS3For([v.data, v.out, v.tokenizer, v.inception ?? env[ENV.INCEPTION_URI]]);
   let size = intFlag("size", v.size, 1);
   if (size === undefined && v.tokenizer) size = await tokenizerResolution(v.tokenizer);
   size ??= 256;

@@ -50,6 +50,17 @@ const refA = pathToFileURL(path.join(tmp, "refA.npz")).href;
 const refB = path.join(tmp, "refB.npz");
 const job = path.join(tmp, "job");
 let countA = 0;
+/** Reduce the job's 2 shards for gFID only (against `ref`; no IS, no grid). */
+const gfidOnly = (ref: string) =>
+  reduceShards({
+    checkpointDir: job,
+    numShards: 2,
+    referenceStatsUri: ref,
+    inceptionUri: model,
+    computeIS: false,
+    gridImages: 0,
+    log,
+  });
 
 /** Copy PER_CLASS photos of each listed class folder into <dst>/train/<class>/. */
 function photoSet(src: string, classes: string[], dst: string): void {
@@ -152,24 +163,8 @@ describe("reduce over shard npz files", () => {
   });
 
   it("gFID against a different photo set is clearly > 0", async () => {
-    const self = await reduceShards({
-      checkpointDir: job,
-      numShards: 2,
-      referenceStatsUri: refA,
-      inceptionUri: model,
-      computeIS: false,
-      gridImages: 0,
-      log,
-    });
-    const other = await reduceShards({
-      checkpointDir: job,
-      numShards: 2,
-      referenceStatsUri: refB,
-      inceptionUri: model,
-      computeIS: false,
-      gridImages: 0,
-      log,
-    });
+    const self = await gfidOnly(refA);
+    const other = await gfidOnly(refB);
     const a = self.metrics["gFID[random-inception]"];
     const b = other.metrics["gFID[random-inception]"];
     assert.ok(b > 1e-3 && b > 1000 * Math.max(a, 1e-9), `gFID vs B = ${b}, vs A = ${a}`);
@@ -229,24 +224,8 @@ describe("reference statistics from tar shards", () => {
     const r = await computeReferenceStats({ extractor, data: shards, out: refS, size: SIZE, batchSize: 6, log });
     assert.equal(r.count, countA, "every image exactly once");
     // Same photos, (slightly) different resize path: much closer to set A than set B is.
-    const toS = await reduceShards({
-      checkpointDir: job,
-      numShards: 2,
-      referenceStatsUri: refS,
-      inceptionUri: model,
-      computeIS: false,
-      gridImages: 0,
-      log,
-    });
-    const toB = await reduceShards({
-      checkpointDir: job,
-      numShards: 2,
-      referenceStatsUri: refB,
-      inceptionUri: model,
-      computeIS: false,
-      gridImages: 0,
-      log,
-    });
+    const toS = await gfidOnly(refS);
+    const toB = await gfidOnly(refB);
     const s = toS.metrics["gFID[random-inception]"];
     const b = toB.metrics["gFID[random-inception]"];
     assert.ok(s < b / 2, `gFID vs shard stats ${s}, vs set B ${b}`);

@@ -9,7 +9,7 @@ import path from "node:path";
 import { Writable } from "node:stream";
 import { after, describe, it } from "node:test";
 import { pathToFileURL } from "node:url";
-import { createLogger } from "../../../common/src/logger.ts";
+import { createLogger, type Logger } from "../../../common/src/logger.ts";
 import { readNpz } from "../eval/npz.ts";
 import { parseSamplingConfig, type SamplingConfig, SamplingConfigError } from "./config.ts";
 import {
@@ -17,6 +17,7 @@ import {
   checkShardFile,
   globalLabel,
   type ImageGenerator,
+  type RunShardOptions,
   runShard,
   shardIdentity,
   shardLabels,
@@ -159,20 +160,23 @@ describe("runShard: output and idempotent retries", () => {
   const status = path.join(tmp, "job", "status", "shards", "0");
   const checkpoints = { model: "file:///ckpt/ar.ckpt", tokenizer: "file:///ckpt/tok.ckpt" };
   const file = path.join(tmp, "job", "shards", "0.npz");
-
-  it("writes arr_0 uint8 [N,H,W,3], labels int32 [N] and progress.json", async () => {
-    const calls = { opened: 0, batches: 0 };
-    const { log } = capture();
-    const r = await runShard({
+  /** Shard 0 of this 2-shard job under `dir`, painted by the pattern generator; `o` overrides. */
+  const run = (calls: { opened: number; batches: number }, log: Logger, o: Partial<RunShardOptions> = {}) =>
+    runShard({
       config: cfg,
       index: 0,
       numShards: 2,
       checkpointDir: dir,
       checkpoints,
-      statusUri: status,
       openGenerator: patternGenerator(calls),
       log,
+      ...o,
     });
+
+  it("writes arr_0 uint8 [N,H,W,3], labels int32 [N] and progress.json", async () => {
+    const calls = { opened: 0, batches: 0 };
+    const { log } = capture();
+    const r = await run(calls, log, { statusUri: status });
     assert.equal(r.uri, shardUri(dir, 0));
     assert.equal(r.uri, `${dir}/shards/0.npz`);
     assert.equal(r.reused, false);
@@ -195,15 +199,7 @@ describe("runShard: output and idempotent retries", () => {
     const calls = { opened: 0, batches: 0 };
     const { log, lines } = capture();
     const before = readFileSync(file);
-    const r = await runShard({
-      config: cfg,
-      index: 0,
-      numShards: 2,
-      checkpointDir: dir,
-      checkpoints,
-      openGenerator: patternGenerator(calls),
-      log,
-    });
+    const r = await run(calls, log);
     assert.equal(r.reused, true);
     assert.equal(r.samples, 6);
     assert.ok(r.samplesPerSecond > 0);
@@ -238,15 +234,7 @@ describe("runShard: output and idempotent retries", () => {
       assert.match((check as { reason: string }).reason, reason);
       const calls = { opened: 0, batches: 0 };
       const { log, lines } = capture();
-      const r = await runShard({
-        config: cfg,
-        index: 0,
-        numShards: 2,
-        checkpointDir: dir,
-        checkpoints,
-        openGenerator: patternGenerator(calls),
-        log,
-      });
+      const r = await run(calls, log);
       assert.equal(r.reused, false);
       assert.deepEqual(calls, { opened: 1, batches: 2 });
       const warn = lines.find((l) => /existing shard output is invalid/.test(String(l.msg)));
@@ -266,29 +254,13 @@ describe("runShard: output and idempotent retries", () => {
     const other = { ...cfg, seed: 4 };
     const calls = { opened: 0, batches: 0 };
     const { log, lines } = capture();
-    const r = await runShard({
-      config: other,
-      index: 0,
-      numShards: 2,
-      checkpointDir: dir,
-      checkpoints,
-      openGenerator: patternGenerator(calls),
-      log,
-    });
+    const r = await run(calls, log, { config: other });
     assert.equal(r.reused, false);
     assert.equal(calls.opened, 1);
     const warn = lines.find((l) => /existing shard output is invalid/.test(String(l.msg)));
     assert.match(String(warn?.reason), /different job: shardSeed is 6, expected 8/);
     // shard 1 of the original job: 5 samples, labels continue at g = 6
-    const r1 = await runShard({
-      config: cfg,
-      index: 1,
-      numShards: 2,
-      checkpointDir: dir,
-      checkpoints,
-      openGenerator: patternGenerator(calls),
-      log,
-    });
+    const r1 = await run(calls, log, { index: 1 });
     assert.equal(r1.samples, 5);
     const z = await readNpz(path.join(tmp, "job", "shards", "1.npz"), ["labels"]);
     assert.deepEqual([...(z.labels.data as Int32Array)], [5, 6, 7, 8, 9]);
@@ -298,14 +270,9 @@ describe("runShard: output and idempotent retries", () => {
     const calls = { opened: 0, batches: 0 };
     const { log } = capture();
     await assert.rejects(
-      runShard({
+      run(calls, log, {
         config: { ...cfg, classLabels: [1, 12] },
-        index: 0,
-        numShards: 2,
         checkpointDir: pathToFileURL(path.join(tmp, "job-bad")).href,
-        checkpoints,
-        openGenerator: patternGenerator(calls),
-        log,
       }),
       /classLabels: 12 is not a class of this model \(classes 0…9\)/,
     );

@@ -18,9 +18,9 @@ import { mkdir, open, readFile, rename, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { crc32 } from "node:zlib";
-import { PROGRESS_FILE, type Progress } from "../../../common/src/contract.ts";
 import type { Logger } from "../../../common/src/logger.ts";
 import { listNpz, npzArrayHeader, readNpz, writeNpz } from "../eval/npz.ts";
+import { writeProgressJson } from "../train/report.ts";
 import { joinUri, storageFor, toLocalPath, uriScheme } from "../train/storage.ts";
 import type { SamplingConfig } from "./config.ts";
 
@@ -342,11 +342,8 @@ export interface ShardResult {
   notes: string[];
 }
 
-async function writeProgress(statusUri: string | undefined, p: Omit<Progress, "updatedAt">): Promise<void> {
-  if (!statusUri) return;
-  const body: Progress = { ...p, updatedAt: new Date().toISOString() };
-  const uri = joinUri(statusUri, PROGRESS_FILE);
-  await storageFor(uri).put(uri, new TextEncoder().encode(JSON.stringify(body)));
+async function writeProgress(statusUri: string | undefined, p: Parameters<typeof writeProgressJson>[1]): Promise<void> {
+  if (statusUri) await writeProgressJson(statusUri, p);
 }
 
 /** Generate (or reuse) shard `index`'s npz under `<checkpointDir>/shards/`. */

@@ -16,7 +16,6 @@
 // rank 0 writes checkpoints (with every rank's data state gathered), progress.json and metrics.json.
 import * as tf from "@tensorflow/tfjs";
 import { z } from "zod";
-import { METRICS_FILE, PROGRESS_FILE, type Progress } from "../../../common/src/contract.ts";
 import type { Logger } from "../../../common/src/logger.ts";
 import { type ARConfig, ARConfigError, resolveARConfig } from "../ar/config.ts";
 import { GPT } from "../ar/gpt.ts";
@@ -24,18 +23,21 @@ import { allReduceLosses, averageGradients, broadcastVariables } from "../dist/d
 import type { ProcessGroup } from "../dist/processGroup.ts";
 import { AR_ADAMW_DEFAULTS, clipByGlobalNorm, NamedAdamW } from "./adamw.ts";
 import { ARDataSource, openImageSource } from "./arData.ts";
-import {
-  assertSameArchitecture,
-  type Checkpoint,
-  CheckpointError,
-  loadCheckpoint,
-  saveCheckpoint,
-  type TensorEntry,
-} from "./checkpoint.ts";
+import { assertSameArchitecture, type Checkpoint, CheckpointError, loadCheckpoint } from "./checkpoint.ts";
 import { type FrozenTokenizer, loadFrozenTokenizer } from "./frozenTokenizer.ts";
 import type { BatchSource, DataSourceState } from "./localFolder.ts";
 import { arLrAt } from "./lrSchedule.ts";
-import { joinUri, storageFor } from "./storage.ts";
+import {
+  assignCheckpointTensors,
+  checkpointTensors,
+  nonFiniteLosses,
+  type RunDeps,
+  RunReport,
+  roundLoss,
+  roundLosses,
+  scalarsFromRank0,
+  type VariableGroups,
+} from "./runReport.ts";
 import { NonFiniteLossError, type StepLosses } from "./tokenizerTrainer.ts";
 
 export const AR_CHECKPOINT_KIND = "ar-train";
@@ -121,21 +123,12 @@ export function parseARTrainConfig(input: unknown, source = "training config"): 
 // ---------------------------------------------------------------------------------------------------------
 // Trainer
 
-export interface ARTrainerDeps {
+export interface ARTrainerDeps extends RunDeps {
   model: GPT;
   data: ARDataSource;
   cfg: ARTrainConfig;
   /** The frozen tokenizer the codes come from (recorded in checkpoints and the report). */
   tokenizer: { uri: string; step: number; weights: string };
-  log: Logger;
-  rank?: number;
-  worldSize?: number;
-  /** Checkpoint prefix (path, file:// or s3://); undefined → no checkpoints. */
-  checkpointDir?: string;
-  /** Prefix for progress.json / metrics.json (rank 0 only). */
-  statusUri?: string;
-  backend?: string;
-  pg?: ProcessGroup;
 }
 
 export interface ARRunSummary {
@@ -154,7 +147,6 @@ export class ARTrainer {
   readonly config: ARConfig;
   /** Optimiser steps done. */
   step = 0;
-  lastCheckpoint: string | undefined;
   private readonly vars = new Map<string, tf.Variable>();
   private readonly nameOf = new Map<string, string>();
   readonly adamw: NamedAdamW;
@@ -163,8 +155,8 @@ export class ARTrainer {
   private readonly rank: number;
   private readonly worldSize: number;
   private pg: ProcessGroup | undefined;
-  private lastProgressWrite = 0;
-  private lastCheckpointStep = -1;
+  /** progress.json / metrics.json / checkpoint bookkeeping (rank 0 writes). */
+  private readonly report: RunReport;
   private window: { sums: StepLosses; n: number } = { sums: {}, n: 0 };
   private lastReduced: StepLosses | undefined;
 
@@ -189,6 +181,12 @@ export class ARTrainer {
       eps: this.cfg.eps,
       weightDecay: this.cfg.weightDecay,
     });
+    this.report = new RunReport(deps, this.cfg);
+  }
+
+  /** URI of the newest checkpoint written (rank 0) or resumed from. */
+  get lastCheckpoint(): string | undefined {
+    return this.report.lastCheckpoint;
   }
 
   /** Sequence length (tokens per sequence). */
@@ -253,10 +251,10 @@ export class ARTrainer {
     const sums: StepLosses = {};
     for (let a = 0; a < this.cfg.accum; a++) {
       const l = await this.microStep(a);
-      const bad = Object.entries(l).filter(([, v]) => !Number.isFinite(v));
-      if (bad.length) {
+      const bad = nonFiniteLosses(l);
+      if (Object.keys(bad).length) {
         this.dropAccumulated();
-        const err = new NonFiniteLossError(this.step, Object.fromEntries(bad), this.lastCheckpoint);
+        const err = new NonFiniteLossError(this.step, bad, this.lastCheckpoint);
         this.pg?.abort(err.message);
         throw err;
       }
@@ -312,27 +310,27 @@ export class ARTrainer {
             step: this.step,
             totalSteps: total,
             worldSize: this.worldSize,
-            losses: roundAll(this.lastReduced),
-            sequencesPerSecond: round(sequencesPerSecond),
-            tokensPerSecond: round(sequencesPerSecond * this.L),
-            etaSeconds: round(etaSeconds),
+            losses: roundLosses(this.lastReduced),
+            sequencesPerSecond: roundLoss(sequencesPerSecond),
+            tokensPerSecond: roundLoss(sequencesPerSecond * this.L),
+            etaSeconds: roundLoss(etaSeconds),
           },
           "train progress",
         );
       }
-      if (this.deps.checkpointDir && this.cfg.checkpointInterval > 0 && this.step % this.cfg.checkpointInterval === 0)
-        await this.saveCheckpoint();
-      await this.writeProgress({
+      if (this.report.checkpointDue(this.step)) await this.saveCheckpoint();
+      await this.report.writeProgress({
         step: this.step,
         totalSteps: total,
-        sequencesPerSecond,
+        // Progress has no sequences field: imagesPerSecond = sequences (one image = one sequence) per second.
+        imagesPerSecond: sequencesPerSecond,
         etaSeconds,
         losses: this.lastReduced ?? last,
       });
       await opts.onStep?.(this.step, last);
     }
-    if (this.deps.checkpointDir && this.lastCheckpointStep !== this.step) await this.saveCheckpoint();
-    await this.writeProgress({ step: this.step, totalSteps: total, losses: this.lastReduced }, true);
+    if (this.report.finalCheckpointDue(this.step)) await this.saveCheckpoint();
+    await this.report.writeProgress({ step: this.step, totalSteps: total, losses: this.lastReduced }, true);
     const seconds = (performance.now() - t0) / 1000;
     return {
       losses: this.lastReduced ?? {},
@@ -342,43 +340,9 @@ export class ARTrainer {
     };
   }
 
-  private async writeProgress(
-    p: { step: number; totalSteps: number; sequencesPerSecond?: number; etaSeconds?: number; losses?: StepLosses },
-    force = false,
-  ): Promise<void> {
-    if (this.rank !== 0 || !this.deps.statusUri) return;
-    const now = Date.now();
-    if (!force && now - this.lastProgressWrite < this.cfg.progressIntervalSeconds * 1000) return;
-    this.lastProgressWrite = now;
-    const ds = this.deps.data.getState();
-    const errors = this.deps.data.dataErrors;
-    const body: Progress = {
-      step: p.step,
-      totalSteps: p.totalSteps,
-      epoch: ds.epoch,
-      // Progress has no sequences field: imagesPerSecond = sequences (one image = one sequence) per second.
-      imagesPerSecond: p.sequencesPerSecond,
-      etaSeconds: p.etaSeconds !== undefined && Number.isFinite(p.etaSeconds) ? p.etaSeconds : undefined,
-      losses: p.losses ? finiteOnly(p.losses) : undefined,
-      lastCheckpoint: this.lastCheckpoint,
-      dataErrors: Object.keys(errors).length ? errors : undefined,
-      updatedAt: new Date().toISOString(),
-    };
-    const uri = joinUri(this.deps.statusUri, PROGRESS_FILE);
-    await storageFor(uri).put(uri, new TextEncoder().encode(JSON.stringify(body)));
-  }
-
   /** Write metrics.json (rank 0) under the status prefix. */
   async writeMetrics(report: { metrics: Record<string, number>; notes?: string[] }): Promise<void> {
-    if (this.rank !== 0 || !this.deps.statusUri) return;
-    const uri = joinUri(this.deps.statusUri, METRICS_FILE);
-    const body = {
-      ...report,
-      artifacts: this.lastCheckpoint ? { checkpointUri: this.lastCheckpoint } : undefined,
-      step: this.step,
-      updatedAt: new Date().toISOString(),
-    };
-    await storageFor(uri).put(uri, new TextEncoder().encode(JSON.stringify(body)));
+    await this.report.writeMetrics(this.step, report);
   }
 
   // -------------------------------------------------------------------------------------------------------
@@ -386,14 +350,7 @@ export class ARTrainer {
 
   toCheckpoint(dataByRank?: DataSourceState[]): Checkpoint {
     if (this.acc.size) throw new CheckpointError("cannot checkpoint in the middle of an accumulation window");
-    const tensors = new Map<string, TensorEntry>();
-    const put = (prefix: string, m: ReadonlyMap<string, tf.Tensor>) => {
-      for (const [n, t] of m)
-        tensors.set(`${prefix}${n}`, { shape: t.shape, dtype: "float32", data: t.dataSync() as Float32Array });
-    };
-    put("model/", this.vars);
-    put("adamw/m/", this.adamw.m);
-    put("adamw/v/", this.adamw.v);
+    const tensors = checkpointTensors(this.tensorGroups());
     return {
       kind: AR_CHECKPOINT_KIND,
       meta: {
@@ -412,6 +369,15 @@ export class ARTrainer {
     };
   }
 
+  /** Every variable a checkpoint holds (and rank 0 broadcasts), by checkpoint prefix. */
+  private tensorGroups(): VariableGroups {
+    return [
+      ["model/", this.vars],
+      ["adamw/m/", this.adamw.m],
+      ["adamw/v/", this.adamw.v],
+    ];
+  }
+
   loadFromCheckpoint(ckpt: Checkpoint, source: string): void {
     if (ckpt.kind !== AR_CHECKPOINT_KIND)
       throw new CheckpointError(`${source}: not an AR training checkpoint (kind "${ckpt.kind}", expected "ar-train")`);
@@ -421,18 +387,7 @@ export class ARTrainer {
     const { seed: _a, ...storedArch } = stored;
     const { seed: _b, ...currentArch } = this.config;
     assertSameArchitecture(storedArch, currentArch, source);
-    const assign = (prefix: string, m: ReadonlyMap<string, tf.Variable>) => {
-      for (const [n, v] of m) {
-        const e = ckpt.tensors.get(`${prefix}${n}`);
-        if (!e) throw new CheckpointError(`${source}: missing tensor ${prefix}${n}`);
-        if (e.shape.join() !== v.shape.join())
-          throw new CheckpointError(`${source}: ${prefix}${n} has shape [${e.shape}], model has [${v.shape}]`);
-        tf.tidy(() => v.assign(tf.tensor(e.data as Float32Array, e.shape)));
-      }
-    };
-    assign("model/", this.vars);
-    assign("adamw/m/", this.adamw.m);
-    assign("adamw/v/", this.adamw.v);
+    assignCheckpointTensors(ckpt, source, this.tensorGroups());
     const meta = ckpt.meta as {
       step?: unknown;
       adamw?: { t?: unknown };
@@ -443,7 +398,7 @@ export class ARTrainer {
     if (typeof meta.step !== "number" || typeof meta.adamw?.t !== "number" || !meta.data)
       throw new CheckpointError(`${source}: header lacks step / adamw.t / data state`);
     this.step = meta.step;
-    this.lastCheckpointStep = meta.step;
+    this.report.lastCheckpointStep = meta.step;
     this.adamw.t = meta.adamw.t;
     this.deps.data.setState(meta.dataByRank?.[this.rank] ?? meta.data);
     if (meta.tokenizer?.uri && meta.tokenizer.uri !== this.deps.tokenizer.uri)
@@ -455,26 +410,12 @@ export class ARTrainer {
 
   /** Write a checkpoint (rank 0). With a process group EVERY rank must call it (data states are gathered). */
   async saveCheckpoint(): Promise<string | undefined> {
-    if (!this.deps.checkpointDir) return undefined;
-    let dataByRank: DataSourceState[] | undefined;
-    if (this.pg) {
-      const all = await this.pg.allGather(new TextEncoder().encode(JSON.stringify(this.deps.data.getState())));
-      dataByRank = all.map((b) => JSON.parse(new TextDecoder().decode(b)) as DataSourceState);
-    }
-    this.lastCheckpointStep = this.step;
-    if (this.rank !== 0) return undefined;
-    const uri = await saveCheckpoint(this.deps.checkpointDir, this.step, this.toCheckpoint(dataByRank), {
-      keepLast: this.cfg.keepLast,
-    });
-    this.lastCheckpoint = uri;
-    this.log.info({ step: this.step, checkpoint: uri }, "checkpoint saved");
-    return uri;
+    return this.report.saveCheckpoint(this.step, this.pg, (dataByRank) => this.toCheckpoint(dataByRank));
   }
 
   async resume(uri: string): Promise<void> {
     this.loadFromCheckpoint(await loadCheckpoint(uri), uri);
-    this.lastCheckpoint = uri;
-    this.log.info({ step: this.step, checkpoint: uri }, "resumed from checkpoint");
+    this.report.resumed(uri, this.step);
   }
 
   attachProcessGroup(pg: ProcessGroup | undefined): void {
@@ -485,21 +426,9 @@ export class ARTrainer {
   async syncFromRank0(): Promise<void> {
     if (!this.pg) return;
     const all = new Map<string, tf.Variable>();
-    for (const [n, v] of this.vars) all.set(`model/${n}`, v);
-    for (const [n, v] of this.adamw.m) all.set(`adamw/m/${n}`, v);
-    for (const [n, v] of this.adamw.v) all.set(`adamw/v/${n}`, v);
+    for (const [prefix, m] of this.tensorGroups()) for (const [n, v] of m) all.set(`${prefix}${n}`, v);
     await broadcastVariables(this.pg, all, { key: "ar-initial-state" });
-    const mine = JSON.stringify({ step: this.step, t: this.adamw.t });
-    const root = JSON.parse(
-      new TextDecoder().decode(
-        await this.pg.broadcastBytes(this.pg.rank === 0 ? new TextEncoder().encode(mine) : null, 0),
-      ),
-    ) as { step: number; t: number };
-    if (root.step !== this.step) {
-      const msg = `rank ${this.rank} is at step ${this.step} but rank 0 at step ${root.step} (different checkpoints?)`;
-      this.pg.abort(msg);
-      throw new Error(msg);
-    }
+    const root = await scalarsFromRank0(this.pg, this.rank, { step: this.step, t: this.adamw.t });
     this.adamw.t = root.t;
     this.log.info({ tensors: all.size, step: this.step }, "initial state broadcast from rank 0");
   }
@@ -537,7 +466,8 @@ export function checkTokenizerCompat(stored: ARConfig, current: ARConfig, source
 // ---------------------------------------------------------------------------------------------------------
 // Assembly
 
-export interface BuildAROptions {
+/** The trainer's run settings (log, rank, worldSize, checkpointDir, statusUri, backend, pg) come from RunDeps. */
+export interface BuildAROptions extends RunDeps {
   model: ParsedARModelSpec;
   train: ARTrainConfig;
   /** Tokenizer checkpoint URI (or an already loaded frozen tokenizer). */
@@ -546,13 +476,6 @@ export interface BuildAROptions {
   tokenizerSource?: string;
   data: string;
   dataFormat?: string;
-  log: Logger;
-  rank?: number;
-  worldSize?: number;
-  checkpointDir?: string;
-  statusUri?: string;
-  backend?: string;
-  pg?: ProcessGroup;
   /** Use at most this many training images (tests; local folders only). */
   dataLimit?: number;
   /** Use this image source instead of opening `data` (tests). */
@@ -651,7 +574,3 @@ export async function buildARTrainer(o: BuildAROptions): Promise<BuiltAR> {
   );
   return { trainer, model, arConfig, frozen, data, notes };
 }
-
-const round = (v: number) => (Number.isFinite(v) ? Number(v.toPrecision(5)) : v);
-const roundAll = (o: StepLosses) => Object.fromEntries(Object.entries(o).map(([k, v]) => [k, round(v)]));
-const finiteOnly = (o: StepLosses) => Object.fromEntries(Object.entries(o).filter(([, v]) => Number.isFinite(v)));

@@ -7,9 +7,7 @@
 // live in `…/train`, else (no val shards) the TRAIN shards in val mode (centre crops, fixed order) — then
 // `evalSource` is "train-shards" and the CLI adds a note that the metrics are not on held-out images.
 import path from "node:path";
-import type { Logger } from "../../../common/src/logger.ts";
 import { type ResolvedTokenizerConfig, resolveConfig } from "../config/tokenizer.ts";
-import type { ProcessGroup } from "../dist/processGroup.ts";
 import { OnnxTeacher, writeGeneratedTeacher } from "../losses/alignment.ts";
 import { PatchGanDiscriminator } from "../losses/gan.ts";
 import { PerceptualLoss, writeGeneratedPerceptualNet } from "../losses/perceptual.ts";
@@ -18,6 +16,7 @@ import { Rng, rankSeed } from "../util/rng.ts";
 import { parseTrainConfig, type TrainConfig } from "./config.ts";
 import { LoaderSource } from "./loaderSource.ts";
 import { type BatchSource, LocalFolderSource } from "./localFolder.ts";
+import type { RunDeps } from "./runReport.ts";
 import { joinUri, storageFor, uriScheme } from "./storage.ts";
 import { type ModelTrainingInfo, TokenizerTrainer } from "./tokenizerTrainer.ts";
 
@@ -88,24 +87,17 @@ function teacherPatch(view: number): number {
   return view;
 }
 
-export interface BuildOptions {
+/** The trainer's run settings (log, rank, worldSize, checkpointDir, statusUri, backend, pg) come from RunDeps. */
+export interface BuildOptions extends RunDeps {
   model: string | Record<string, unknown>;
   train?: Record<string, unknown>;
   data: string;
   /** Output prefix (checkpoints, generated nets, status) — path or URI. */
   out: string;
-  log: Logger;
-  rank?: number;
-  worldSize?: number;
-  checkpointDir?: string;
-  statusUri?: string;
-  backend?: string;
   /** Limit the number of training files (tests; local folders only). */
   dataLimit?: number;
   /** "tar-shards" | "folder" (DATASET_FORMAT); default: shards when `data` is s3:// or holds an index.json. */
   dataFormat?: string;
-  /** Process group (WORLD_SIZE > 1). */
-  pg?: ProcessGroup;
   /** Use this training source instead of opening `data` (tests; `data` still provides the eval split). */
   source?: BatchSource;
 }

@@ -20,7 +20,6 @@
 // ranks fail fast instead of waiting. Only rank 0 writes checkpoints, progress.json and metrics.json; at
 // checkpoint steps every rank's data-order state is gathered into rank 0's checkpoint (`dataByRank`).
 import * as tf from "@tensorflow/tfjs";
-import { METRICS_FILE, PROGRESS_FILE, type Progress } from "../../../common/src/contract.ts";
 import type { Logger } from "../../../common/src/logger.ts";
 import { allReduceLosses, averageGradients, broadcastVariables } from "../dist/ddp.ts";
 import type { ProcessGroup } from "../dist/processGroup.ts";
@@ -31,17 +30,20 @@ import { l1Loss, l1PerSample } from "../losses/reconstruction.ts";
 import type { Candidate } from "../tokenizer/candidates.ts";
 import { candidateForBatch } from "../tokenizer/candidates.ts";
 import { globalNorm, NamedAdam, NamedEma } from "./adam.ts";
-import {
-  assertSameArchitecture,
-  type Checkpoint,
-  CheckpointError,
-  loadCheckpoint,
-  saveCheckpoint,
-  type TensorEntry,
-} from "./checkpoint.ts";
+import { assertSameArchitecture, type Checkpoint, CheckpointError, loadCheckpoint } from "./checkpoint.ts";
 import { lrAt, type TrainConfig } from "./config.ts";
 import { type BatchSource, type DataSourceState, disposeBatch, type TrainBatch } from "./localFolder.ts";
-import { joinUri, storageFor } from "./storage.ts";
+import {
+  assignCheckpointTensors,
+  checkpointTensors,
+  nonFiniteLosses,
+  type RunDeps,
+  RunReport,
+  roundLoss,
+  roundLosses,
+  scalarsFromRank0,
+  type VariableGroups,
+} from "./runReport.ts";
 
 /** What the trainer needs from the tokenizer (MergeVQTokenizer satisfies it structurally). */
 export interface TrainableTokenizer {
@@ -87,7 +89,7 @@ export class NonFiniteLossError extends Error {
   }
 }
 
-export interface TrainerDeps {
+export interface TrainerDeps extends RunDeps {
   model: TrainableTokenizer;
   info: ModelTrainingInfo;
   disc: PatchGanDiscriminator;
@@ -95,16 +97,6 @@ export interface TrainerDeps {
   teacher: OnnxTeacher | null;
   data: BatchSource;
   cfg: TrainConfig;
-  log: Logger;
-  rank?: number;
-  worldSize?: number;
-  /** Checkpoint prefix (path, file:// or s3://); undefined → no checkpoints. */
-  checkpointDir?: string;
-  /** Prefix for progress.json / metrics.json (rank 0 only). */
-  statusUri?: string;
-  backend?: string;
-  /** Process group for data parallelism (WORLD_SIZE > 1); absent or world size 1 = single process. */
-  pg?: ProcessGroup;
 }
 
 export interface StepLosses {
@@ -123,7 +115,6 @@ export class TokenizerTrainer {
   /** Micro-batches done (drives the K cycle). */
   microStep = 0;
   readonly lecam: LeCamEma;
-  lastCheckpoint: string | undefined;
   private readonly genVars: Map<string, tf.Variable>;
   private readonly discVars: Map<string, tf.Variable>;
   private readonly adamG: NamedAdam;
@@ -132,8 +123,9 @@ export class TokenizerTrainer {
   private accG = new Map<string, tf.Tensor>();
   private accD = new Map<string, tf.Tensor>();
   private readonly log: Logger;
-  private lastProgressWrite = 0;
   private readonly rank: number;
+  /** progress.json / metrics.json / checkpoint bookkeeping (rank 0 writes). */
+  private readonly report: RunReport;
   private pg: ProcessGroup | undefined;
   /** Losses averaged over ranks at the last log step (what progress.json reports). */
   private lastReduced: StepLosses | undefined;
@@ -157,6 +149,12 @@ export class TokenizerTrainer {
     this.adamD = new NamedAdam(this.discVars, adamOpts);
     this.ema = new NamedEma(new Map([...this.genVars, ...this.discVars]), this.cfg.emaDecay);
     this.lecam = new LeCamEma(0, 0, 0.999);
+    this.report = new RunReport(deps, this.cfg);
+  }
+
+  /** URI of the newest checkpoint written (rank 0) or resumed from. */
+  get lastCheckpoint(): string | undefined {
+    return this.report.lastCheckpoint;
   }
 
   get stepsPerEpoch(): number {
@@ -346,10 +344,10 @@ export class TokenizerTrainer {
           g.recon.dispose();
         }
         const all = { ...g.losses, ...dl };
-        const bad = Object.entries(all).filter(([, v]) => !Number.isFinite(v));
-        if (bad.length) {
+        const bad = nonFiniteLosses(all);
+        if (Object.keys(bad).length) {
           this.dropAccumulated();
-          const err = new NonFiniteLossError(this.step, Object.fromEntries(bad), this.lastCheckpoint);
+          const err = new NonFiniteLossError(this.step, bad, this.lastCheckpoint);
           // Tell the other ranks (they would otherwise wait for this rank's gradients until the timeout).
           this.pg?.abort(err.message);
           throw err;
@@ -389,17 +387,15 @@ export class TokenizerTrainer {
             step: this.step,
             totalSteps: total,
             worldSize: this.deps.worldSize ?? 1,
-            losses: roundAll(last),
-            imagesPerSecond: round(imagesPerSecond),
-            etaSeconds: round(etaSeconds),
+            losses: roundLosses(last),
+            imagesPerSecond: roundLoss(imagesPerSecond),
+            etaSeconds: roundLoss(etaSeconds),
           },
           "train progress",
         );
       }
-      if (this.deps.checkpointDir && this.cfg.checkpointInterval > 0 && this.step % this.cfg.checkpointInterval === 0) {
-        await this.saveCheckpoint();
-      }
-      await this.writeProgress({
+      if (this.report.checkpointDue(this.step)) await this.saveCheckpoint();
+      await this.report.writeProgress({
         step: this.step,
         totalSteps: total,
         imagesPerSecond,
@@ -408,35 +404,9 @@ export class TokenizerTrainer {
       });
       await opts.onStep?.(this.step, last);
     }
-    if (this.deps.checkpointDir && this.lastCheckpointStep !== this.step) await this.saveCheckpoint();
-    await this.writeProgress({ step: this.step, totalSteps: total, losses: this.lastReduced ?? last }, true);
+    if (this.report.finalCheckpointDue(this.step)) await this.saveCheckpoint();
+    await this.report.writeProgress({ step: this.step, totalSteps: total, losses: this.lastReduced ?? last }, true);
     return this.lastReduced ?? last;
-  }
-
-  private lastCheckpointStep = -1;
-
-  private async writeProgress(
-    p: { step: number; totalSteps: number; imagesPerSecond?: number; etaSeconds?: number; losses?: StepLosses },
-    force = false,
-  ): Promise<void> {
-    if (this.rank !== 0 || !this.deps.statusUri) return;
-    const now = Date.now();
-    if (!force && now - this.lastProgressWrite < this.cfg.progressIntervalSeconds * 1000) return;
-    this.lastProgressWrite = now;
-    const ds = this.deps.data.getState();
-    const body: Progress = {
-      step: p.step,
-      totalSteps: p.totalSteps,
-      epoch: ds.epoch,
-      imagesPerSecond: p.imagesPerSecond,
-      etaSeconds: p.etaSeconds !== undefined && Number.isFinite(p.etaSeconds) ? p.etaSeconds : undefined,
-      losses: p.losses ? finiteOnly(p.losses) : undefined,
-      lastCheckpoint: this.lastCheckpoint,
-      dataErrors: Object.keys(this.deps.data.dataErrors).length ? this.deps.data.dataErrors : undefined,
-      updatedAt: new Date().toISOString(),
-    };
-    const uri = joinUri(this.deps.statusUri, PROGRESS_FILE);
-    await storageFor(uri).put(uri, new TextEncoder().encode(JSON.stringify(body)));
   }
 
   /** Write metrics.json (rank 0) under the status prefix. */
@@ -445,19 +415,7 @@ export class TokenizerTrainer {
     notes?: string[];
     imageUris?: string[];
   }): Promise<void> {
-    if (this.rank !== 0 || !this.deps.statusUri) return;
-    const uri = joinUri(this.deps.statusUri, METRICS_FILE);
-    const { imageUris, ...rest } = report;
-    const body = {
-      ...rest,
-      artifacts:
-        this.lastCheckpoint || imageUris?.length
-          ? { checkpointUri: this.lastCheckpoint, imageUris: imageUris?.length ? imageUris : undefined }
-          : undefined,
-      step: this.step,
-      updatedAt: new Date().toISOString(),
-    };
-    await storageFor(uri).put(uri, new TextEncoder().encode(JSON.stringify(body)));
+    await this.report.writeMetrics(this.step, report);
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -466,18 +424,7 @@ export class TokenizerTrainer {
   toCheckpoint(dataByRank?: DataSourceState[]): Checkpoint {
     if (this.accG.size || this.accD.size)
       throw new CheckpointError("cannot checkpoint in the middle of an accumulation window");
-    const tensors = new Map<string, TensorEntry>();
-    const put = (prefix: string, m: ReadonlyMap<string, tf.Tensor>) => {
-      for (const [n, t] of m)
-        tensors.set(`${prefix}${n}`, { shape: t.shape, dtype: "float32", data: t.dataSync() as Float32Array });
-    };
-    put("g/", this.genVars);
-    put("d/", this.discVars);
-    put("ema/", this.ema.shadow);
-    put("adam_g/m/", this.adamG.m);
-    put("adam_g/v/", this.adamG.v);
-    put("adam_d/m/", this.adamD.m);
-    put("adam_d/v/", this.adamD.v);
+    const tensors = checkpointTensors(this.tensorGroups());
     return {
       kind: "tokenizer-train",
       meta: {
@@ -499,6 +446,19 @@ export class TokenizerTrainer {
     };
   }
 
+  /** Every variable a checkpoint holds (and rank 0 broadcasts), by checkpoint prefix. */
+  private tensorGroups(): VariableGroups {
+    return [
+      ["g/", this.genVars],
+      ["d/", this.discVars],
+      ["ema/", this.ema.shadow],
+      ["adam_g/m/", this.adamG.m],
+      ["adam_g/v/", this.adamG.v],
+      ["adam_d/m/", this.adamD.m],
+      ["adam_d/v/", this.adamD.v],
+    ];
+  }
+
   /** Architecture = model architecture + discriminator shape (must match to resume). */
   architecture(): unknown {
     return { model: this.info.architecture, discriminator: this.disc.config };
@@ -508,23 +468,7 @@ export class TokenizerTrainer {
     if (ckpt.kind !== "tokenizer-train")
       throw new CheckpointError(`${source}: not a tokenizer training checkpoint (${ckpt.kind})`);
     assertSameArchitecture(ckpt.meta.architecture, this.architecture(), source);
-    const assign = (prefix: string, m: ReadonlyMap<string, tf.Variable>) => {
-      for (const [n, v] of m) {
-        const e = ckpt.tensors.get(`${prefix}${n}`);
-        if (!e) throw new CheckpointError(`${source}: missing tensor ${prefix}${n}`);
-        if (e.shape.join() !== v.shape.join()) {
-          throw new CheckpointError(`${source}: ${prefix}${n} has shape [${e.shape}], model has [${v.shape}]`);
-        }
-        tf.tidy(() => v.assign(tf.tensor(e.data as Float32Array, e.shape)));
-      }
-    };
-    assign("g/", this.genVars);
-    assign("d/", this.discVars);
-    assign("ema/", this.ema.shadow);
-    assign("adam_g/m/", this.adamG.m);
-    assign("adam_g/v/", this.adamG.v);
-    assign("adam_d/m/", this.adamD.m);
-    assign("adam_d/v/", this.adamD.v);
+    assignCheckpointTensors(ckpt, source, this.tensorGroups());
     const meta = ckpt.meta as {
       step: number;
       microStep: number;
@@ -536,7 +480,7 @@ export class TokenizerTrainer {
       worldSize?: number;
     };
     this.step = meta.step;
-    this.lastCheckpointStep = meta.step;
+    this.report.lastCheckpointStep = meta.step;
     this.microStep = meta.microStep;
     this.adamG.t = meta.adamG.t;
     this.adamD.t = meta.adamD.t;
@@ -546,23 +490,7 @@ export class TokenizerTrainer {
 
   /** Write a checkpoint (rank 0). With a process group EVERY rank must call it (the data states are gathered). */
   async saveCheckpoint(): Promise<string | undefined> {
-    if (!this.deps.checkpointDir) return undefined;
-    let dataByRank: DataSourceState[] | undefined;
-    if (this.pg) {
-      const all = await this.pg.allGather(new TextEncoder().encode(JSON.stringify(this.deps.data.getState())));
-      dataByRank = all.map((b) => JSON.parse(new TextDecoder().decode(b)) as DataSourceState);
-    }
-    if (this.rank !== 0) {
-      this.lastCheckpointStep = this.step;
-      return undefined;
-    }
-    const uri = await saveCheckpoint(this.deps.checkpointDir, this.step, this.toCheckpoint(dataByRank), {
-      keepLast: this.cfg.keepLast,
-    });
-    this.lastCheckpoint = uri;
-    this.lastCheckpointStep = this.step;
-    this.log.info({ step: this.step, checkpoint: uri }, "checkpoint saved");
-    return uri;
+    return this.report.saveCheckpoint(this.step, this.pg, (dataByRank) => this.toCheckpoint(dataByRank));
   }
 
   /** Attach the process group after construction (the rendezvous needs the resumed step). */
@@ -578,34 +506,15 @@ export class TokenizerTrainer {
   async syncFromRank0(): Promise<void> {
     if (!this.pg) return;
     const all = new Map<string, tf.Variable>();
-    const add = (prefix: string, m: ReadonlyMap<string, tf.Variable>) => {
-      for (const [n, v] of m) all.set(`${prefix}${n}`, v);
-    };
-    add("g/", this.genVars);
-    add("d/", this.discVars);
-    add("ema/", this.ema.shadow);
-    add("adam_g/m/", this.adamG.m);
-    add("adam_g/v/", this.adamG.v);
-    add("adam_d/m/", this.adamD.m);
-    add("adam_d/v/", this.adamD.v);
+    for (const [prefix, m] of this.tensorGroups()) for (const [n, v] of m) all.set(`${prefix}${n}`, v);
     await broadcastVariables(this.pg, all, { key: "initial-state" });
-    const scalars = JSON.stringify({
+    const root = await scalarsFromRank0(this.pg, this.rank, {
       step: this.step,
       microStep: this.microStep,
       tG: this.adamG.t,
       tD: this.adamD.t,
       lecam: this.lecam.getState(),
     });
-    const root = JSON.parse(
-      new TextDecoder().decode(
-        await this.pg.broadcastBytes(this.pg.rank === 0 ? new TextEncoder().encode(scalars) : null, 0),
-      ),
-    ) as { step: number; microStep: number; tG: number; tD: number; lecam: { emaReal: number; emaFake: number } };
-    if (root.step !== this.step) {
-      const msg = `rank ${this.rank} is at step ${this.step} but rank 0 at step ${root.step} (different checkpoints?)`;
-      this.pg.abort(msg);
-      throw new Error(msg);
-    }
     this.microStep = root.microStep;
     this.adamG.t = root.tG;
     this.adamD.t = root.tD;
@@ -616,8 +525,7 @@ export class TokenizerTrainer {
   async resume(uri: string): Promise<void> {
     const ckpt = await loadCheckpoint(uri);
     this.loadFromCheckpoint(ckpt, uri);
-    this.lastCheckpoint = uri;
-    this.log.info({ step: this.step, checkpoint: uri }, "resumed from checkpoint");
+    this.report.resumed(uri, this.step);
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -697,7 +605,3 @@ function readScalars(parts: Record<string, tf.Scalar>): StepLosses {
   }
   return out;
 }
-
-const round = (v: number) => (Number.isFinite(v) ? Number(v.toPrecision(5)) : v);
-const roundAll = (o: StepLosses) => Object.fromEntries(Object.entries(o).map(([k, v]) => [k, round(v)]));
-const finiteOnly = (o: StepLosses) => Object.fromEntries(Object.entries(o).filter(([, v]) => Number.isFinite(v)));
