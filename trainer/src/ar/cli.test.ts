@@ -83,9 +83,10 @@ test("ar train (local flags): checkpoint, progress.json, metrics.json with the f
   const report = FinalReport.parse(JSON.parse(reportLine[0]));
   const metrics = FinalReport.parse(JSON.parse(readFileSync(path.join(out, "metrics.json"), "utf8")));
   for (const rep of [report, metrics]) {
-    for (const k of ["loss", "loss_pre", "loss_post", "tokensPerSecond", "sequencesPerSecond"])
+    for (const k of ["loss", "loss/pre", "loss/post", "gradNorm", "lr", "tokensPerSecond", "sequencesPerSecond"])
       assert.ok(Number.isFinite(rep.metrics[k]), `metric ${k}`);
-    assert.ok(Math.abs(rep.metrics.loss - rep.metrics.loss_pre - rep.metrics.loss_post) < 1e-4);
+    assert.ok(Math.abs(rep.metrics.loss - rep.metrics["loss/pre"] - rep.metrics["loss/post"]) < 1e-4);
+    assert.equal(rep.metrics.loss_pre, undefined, "one name per loss term (the operator's loss/<name>)");
     assert.equal(rep.step, 4);
   }
   const ckptUri = report.artifacts?.checkpointUri as string;
@@ -108,6 +109,7 @@ test("ar train (local flags): checkpoint, progress.json, metrics.json with the f
   assert.equal(progress.step, 4);
   assert.equal(progress.totalSteps, 4);
   assert.equal(progress.lastCheckpoint, ckptUri);
+  assert.deepEqual(Object.keys(progress.losses ?? {}).sort(), ["loss", "loss/post", "loss/pre"]);
   // pino progress lines with throughput and ETA.
   const lines = r.stdout
     .split("\n")

@@ -48,6 +48,7 @@ import {
   type ParsedARModelSpec,
   parseARModelSpec,
   parseARTrainConfig,
+  reportedLosses,
 } from "../train/arTrainer.ts";
 import { CheckpointError } from "../train/checkpoint.ts";
 import { listImageFolder } from "../train/localFolder.ts";
@@ -277,8 +278,10 @@ export async function arMain(argv: string[], log?: Logger): Promise<CliResult> {
       logger.info({ step: trainer.step }, "training finished on this rank; rank 0 reports");
       return { report: { metrics: {}, step: trainer.step } };
     }
+    const { loss: _l, loss_pre: _p, loss_post: _q, ...diagnostics } = summary.losses;
     const metrics: Record<string, number> = {};
-    for (const [k, v] of Object.entries(summary.losses)) if (Number.isFinite(v)) metrics[k] = v;
+    for (const [k, v] of Object.entries({ ...reportedLosses(summary.losses), ...diagnostics }))
+      if (Number.isFinite(v)) metrics[k] = v;
     metrics.sequencesPerSecond = summary.sequencesPerSecond;
     metrics.tokensPerSecond = summary.tokensPerSecond;
     const report: FinalReport = {

@@ -325,12 +325,15 @@ export class ARTrainer {
         // Progress has no sequences field: imagesPerSecond = sequences (one image = one sequence) per second.
         imagesPerSecond: sequencesPerSecond,
         etaSeconds,
-        losses: this.lastReduced ?? last,
+        losses: reportedLosses(this.lastReduced ?? last),
       });
       await opts.onStep?.(this.step, last);
     }
     if (this.report.finalCheckpointDue(this.step)) await this.saveCheckpoint();
-    await this.report.writeProgress({ step: this.step, totalSteps: total, losses: this.lastReduced }, true);
+    await this.report.writeProgress(
+      { step: this.step, totalSteps: total, losses: this.lastReduced && reportedLosses(this.lastReduced) },
+      true,
+    );
     const seconds = (performance.now() - t0) / 1000;
     return {
       losses: this.lastReduced ?? {},
@@ -573,4 +576,17 @@ export async function buildARTrainer(o: BuildAROptions): Promise<BuiltAR> {
     "AR trainer ready",
   );
   return { trainer, model, arConfig, frozen, data, notes };
+}
+
+/**
+ * Names of the AR loss terms in reports: `loss` (= pre + post) and `loss/pre`, `loss/post` — the operator keeps
+ * progress losses under `loss/<name>` in status.metrics, so the final metrics use the same keys (no duplicates).
+ * Diagnostics (gradNorm, lr, meanK) stay out of progress.json: they are not losses.
+ */
+export function reportedLosses(l: StepLosses): Record<string, number> {
+  const out: Record<string, number> = {};
+  if (l.loss !== undefined) out.loss = l.loss;
+  if (l.loss_pre !== undefined) out["loss/pre"] = l.loss_pre;
+  if (l.loss_post !== undefined) out["loss/post"] = l.loss_post;
+  return out;
 }
