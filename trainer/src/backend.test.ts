@@ -320,3 +320,65 @@ describe("native vs wasm/cpu parity", () => {
     if (native) assert.ok(compared.some((c) => c.startsWith(`conv-net: ${native}`)));
   });
 });
+
+describe("native fast kernels", () => {
+  test("Cast/Reshape/Mean/Sum fast paths match the cpu backend exactly and keep refcounts right", async (t) => {
+    if (nativeCandidates().candidates.length === 0) {
+      t.diagnostic("native backend absent: fast kernels not installed, nothing to compare");
+      assert.equal(tf.findBackend("tensorflow"), null);
+      return;
+    }
+    const s = await startBackend("tensorflow");
+    assert.deepEqual(s.native?.fastKernels, ["Cast", "Reshape", "Mean", "Sum"]);
+    // Values drawn on cpu so both backends see identical inputs; sums/means of small integers are exact.
+    const cases = (): tf.Tensor[] => {
+      const x = tf.tensor(
+        Array.from({ length: 2 * 3 * 4 * 2 }, (_, i) => (i % 7) - 3),
+        [2, 3, 4, 2],
+      );
+      const xi = tf.cast(x, "int32");
+      return [
+        tf.cast(x, "float32"), // identity path
+        tf.cast(x, "int32"), // real cast
+        tf.cast(xi, "int32"),
+        tf.cast(tf.greater(x, 0), "bool"),
+        tf.reshape(x, [2, 3, 4, 2]), // same shape: identity
+        tf.reshape(x, [6, -1]), // implicit dim
+        tf.reshape(xi, [48]),
+        tf.mean(x, [1, 3], true),
+        tf.mean(x),
+        tf.mean(xi, 1), // int mean: tfjs-node's own kernel
+        tf.sum(x, [0, 2]),
+        tf.sum(xi, -1, true),
+        tf.sum(x),
+      ];
+    };
+    const vals = (ts: tf.Tensor[]) =>
+      ts.map((v) => ({ shape: v.shape, dtype: v.dtype, data: Array.from(v.dataSync()) }));
+    await startBackend("cpu");
+    const ref = vals(tf.tidy(cases));
+    await startBackend("tensorflow");
+    const before = tf.memory().numTensors;
+    const out = tf.tidy(cases);
+    assert.deepEqual(vals(out), ref);
+    // An identity result shares the input's data: disposing the input must not free it.
+    const a = tf.tensor([1, 2, 3, 4], [2, 2]);
+    const same = tf.reshape(a, [2, 2]);
+    const c = tf.cast(a, "float32");
+    a.dispose();
+    assert.deepEqual(Array.from(same.dataSync()), [1, 2, 3, 4]);
+    assert.deepEqual(Array.from(c.dataSync()), [1, 2, 3, 4]);
+    tf.dispose([same, c, ...out]);
+    assert.equal(tf.memory().numTensors, before);
+  });
+});
+
+describe("startBackend", () => {
+  test("makes an already-initialised backend current again (wasm → cpu → wasm)", async () => {
+    await startBackend("wasm");
+    await startBackend("cpu");
+    assert.equal(tf.getBackend(), "cpu");
+    await startBackend("wasm");
+    assert.equal(tf.getBackend(), "wasm");
+  });
+});

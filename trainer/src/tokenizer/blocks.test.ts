@@ -15,6 +15,7 @@ import {
   groupNormRaw,
   matMul2d,
   setConvGradMode,
+  setGroupNormMode,
 } from "./blocks.ts";
 import { initTensor } from "./params.ts";
 
@@ -64,19 +65,35 @@ describe("tokenizer blocks", () => {
     });
   });
 
-  it("GroupNorm's analytic gradient equals autodiff (affine and not)", () => {
-    for (const affine of [true, false]) {
-      const x = tf.randomNormal([2, 3, 4, 64], 1, 2, "float32", 21);
-      const g = tf.randomNormal([64], 1, 0.5, "float32", 22);
-      const b = tf.randomNormal([64], 0, 0.5, "float32", 23);
-      const fa = (a: tf.Tensor, c?: tf.Tensor, d?: tf.Tensor) => groupNormRaw(a as tf.Tensor4D, 32, 1e-6, c, d);
-      const fr = (a: tf.Tensor, c?: tf.Tensor, d?: tf.Tensor) => groupNormAutodiff(a as tf.Tensor4D, 32, 1e-6, c, d);
-      const inputs = affine ? [x, g, b] : [x];
-      const got = gradsIn("native", fa, inputs);
-      const want = gradsIn("native", fr, inputs);
-      for (const [i, t] of want.entries())
-        assert.ok(maxAbs(t, got[i]) < 1e-3, `affine ${affine} output ${i}: ${maxAbs(t, got[i])}`);
-      tf.dispose([x, g, b, ...got, ...want]);
+  it("GroupNorm's analytic gradient equals autodiff in both reduction layouts (affine and not, C/G = 1 and 2)", () => {
+    for (const mode of ["groupAxes", "contiguous"] as const) {
+      for (const [C, affine] of [
+        [64, true],
+        [64, false],
+        [32, true],
+      ] as const) {
+        const x = tf.randomNormal([2, 3, 4, C], 1, 2, "float32", 21);
+        const g = tf.randomNormal([C], 1, 0.5, "float32", 22);
+        const b = tf.randomNormal([C], 0, 0.5, "float32", 23);
+        const fa = (a: tf.Tensor, c?: tf.Tensor, d?: tf.Tensor) => groupNormRaw(a as tf.Tensor4D, 32, 1e-6, c, d);
+        const fr = (a: tf.Tensor, c?: tf.Tensor, d?: tf.Tensor) => groupNormAutodiff(a as tf.Tensor4D, 32, 1e-6, c, d);
+        const inputs = affine ? [x, g, b] : [x];
+        setGroupNormMode(mode);
+        let got: tf.Tensor[];
+        try {
+          got = gradsIn("native", fa, inputs);
+        } finally {
+          setGroupNormMode("auto");
+        }
+        const want = gradsIn("native", fr, inputs);
+        assert.equal(got.length, want.length);
+        for (const [i, t] of want.entries()) {
+          const scale = tf.tidy(() => tf.max(tf.abs(t)).dataSync()[0]);
+          const err = maxAbs(t, got[i]);
+          assert.ok(err <= 1e-5 * Math.max(1, scale), `${mode} C ${C} affine ${affine} output ${i}: ${err}`);
+        }
+        tf.dispose([x, g, b, ...got, ...want]);
+      }
     }
   });
 

@@ -10,6 +10,9 @@ export interface AdamOptions {
   eps: number;
 }
 
+/** Largest parameter (elements) that NamedAdam updates stacked with its same-shape peers. */
+const GROUP_MAX_SIZE = 1 << 15;
+
 export class NamedAdam {
   /** Number of update steps taken. */
   t = 0;
@@ -30,6 +33,14 @@ export class NamedAdam {
    * One update with learning rate `lr`: m ← β1 m + (1−β1) g; v ← β2 v + (1−β2) g²;
    * p ← p − (lr/(1−β1^t)) · m / (√v/√(1−β2^t) + eps). Parameters without a gradient keep their value and
    * their moments decay as if g = 0 (PyTorch skips them; with a fixed graph every parameter has a gradient).
+   *
+   * Performance (same float32 operations per element as a per-parameter loop, so bit-identical): small
+   * parameters of equal shape are updated together — stacked along a new axis, one elementwise chain,
+   * unstacked — and the scalar constants are made once per step. A model with a few hundred parameters but
+   * a few dozen distinct shapes then runs ~20 ops per shape instead of ~13 ops + 7 scalar uploads per
+   * parameter, which matters on backends where every op has a fixed dispatch cost (tfjs-node: ~10 µs).
+   * Parameters above GROUP_MAX_SIZE elements are updated one by one: for them the stack/unstack copies
+   * would cost more than the dispatches they save.
    */
   step(grads: ReadonlyMap<string, tf.Tensor>, lr: number): void {
     this.t += 1;
@@ -37,17 +48,42 @@ export class NamedAdam {
     const bc1 = 1 - beta1 ** this.t;
     const bc2Sqrt = Math.sqrt(1 - beta2 ** this.t);
     const stepSize = lr / bc1;
+    // Same-shape parameters with / without a gradient, in parameter order.
+    const groups = new Map<string, string[]>();
+    for (const [name, p] of this.params) {
+      const key = p.size > GROUP_MAX_SIZE ? `1:${name}` : `${grads.get(name) ? "g" : "-"}${p.shape.join(",")}`;
+      const names = groups.get(key);
+      if (names) names.push(name);
+      else groups.set(key, [name]);
+    }
     tf.tidy(() => {
-      for (const [name, p] of this.params) {
-        const g = grads.get(name);
-        const m = this.m.get(name) as tf.Variable;
-        const v = this.v.get(name) as tf.Variable;
-        const mNew = g ? tf.add(tf.mul(m, beta1), tf.mul(g, 1 - beta1)) : tf.mul(m, beta1);
-        const vNew = g ? tf.add(tf.mul(v, beta2), tf.mul(tf.square(g), 1 - beta2)) : tf.mul(v, beta2);
-        m.assign(mNew);
-        v.assign(vNew);
-        const denom = tf.add(tf.div(tf.sqrt(vNew), bc2Sqrt), eps);
-        p.assign(tf.sub(p, tf.mul(stepSize, tf.div(mNew, denom))));
+      const c = {
+        beta1: tf.scalar(beta1),
+        oneMinusBeta1: tf.scalar(1 - beta1),
+        beta2: tf.scalar(beta2),
+        oneMinusBeta2: tf.scalar(1 - beta2),
+        bc2Sqrt: tf.scalar(bc2Sqrt),
+        eps: tf.scalar(eps),
+        stepSize: tf.scalar(stepSize),
+      };
+      for (const names of groups.values()) {
+        const stacked = (ts: tf.Tensor[]): tf.Tensor => (ts.length === 1 ? ts[0] : tf.stack(ts));
+        const unstacked = (t: tf.Tensor): tf.Tensor[] => (names.length === 1 ? [t] : tf.unstack(t));
+        const p = stacked(names.map((n) => this.params.get(n) as tf.Variable));
+        const m = stacked(names.map((n) => this.m.get(n) as tf.Variable));
+        const v = stacked(names.map((n) => this.v.get(n) as tf.Variable));
+        const hasGrad = Boolean(grads.get(names[0]));
+        const g = hasGrad ? stacked(names.map((n) => grads.get(n) as tf.Tensor)) : null;
+        const mNew = g ? tf.add(tf.mul(m, c.beta1), tf.mul(g, c.oneMinusBeta1)) : tf.mul(m, c.beta1);
+        const vNew = g ? tf.add(tf.mul(v, c.beta2), tf.mul(tf.square(g), c.oneMinusBeta2)) : tf.mul(v, c.beta2);
+        const denom = tf.add(tf.div(tf.sqrt(vNew), c.bc2Sqrt), c.eps);
+        const pNew = tf.sub(p, tf.mul(c.stepSize, tf.div(mNew, denom)));
+        const [ms, vs, ps] = [unstacked(mNew), unstacked(vNew), unstacked(pNew)];
+        names.forEach((n, i) => {
+          (this.m.get(n) as tf.Variable).assign(ms[i]);
+          (this.v.get(n) as tf.Variable).assign(vs[i]);
+          (this.params.get(n) as tf.Variable).assign(ps[i]);
+        });
       }
     });
   }
