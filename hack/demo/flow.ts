@@ -14,6 +14,7 @@ import type { ARTraining, SamplingJob, TokenizerTraining } from "../../operator/
 import { readImageNetSplit } from "../../trainer/src/data/imagenet.ts";
 import { packImageNet, readShardIndex } from "../../trainer/src/data/shards.ts";
 import { createS3Client, createStorage, s3SettingsFromEnv } from "../../trainer/src/data/storage.ts";
+import { defaultRandomModelPath } from "../../trainer/src/eval/inception.ts";
 
 export const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 const GROUP = "mergevq.ai";
@@ -129,6 +130,17 @@ export async function prepareData(opts: { size?: number; dest?: string } = {}): 
   return dest;
 }
 
+/**
+ * Publish this machine's generated random-weight Inception ONNX (hack/inception/setup.sh) on S3 and return its
+ * URI, for runs whose pods do not share this machine's cache (kind: the trainer image carries no Inception).
+ * Metrics computed with it stay labelled `[random-inception]` (the label comes from the model's metadata).
+ */
+export async function publishRandomInception(uri = "s3://mergevq-data/models/fid-inception-random-seed0.onnx") {
+  const storage = createStorage(uri);
+  if (!(await storage.head(uri))) await storage.put(uri, readFileSync(defaultRandomModelPath()));
+  return uri;
+}
+
 /** The S3 credentials Secret the example runs reference. */
 export async function ensureS3Secret(kc: k8s.KubeConfig, namespace: string, name = "mergevq-s3"): Promise<void> {
   const core = kc.makeApiClient(k8s.CoreV1Api);
@@ -156,7 +168,12 @@ export function loadExample(file: string): TokenizerTraining | ARTraining | Samp
  * (the generated random-weight network unless MERGEVQ_INCEPTION_URI is set; the stats file records which).
  * Skipped when the object already exists.
  */
-export async function ensureReferenceStats(valShards: string, out: string, size: number): Promise<void> {
+export async function ensureReferenceStats(
+  valShards: string,
+  out: string,
+  size: number,
+  inceptionUri?: string,
+): Promise<void> {
   if (await createStorage(out).head(out)) {
     say(`reference statistics already on S3: ${out}`);
     return;
@@ -177,6 +194,7 @@ export async function ensureReferenceStats(valShards: string, out: string, size:
       out,
       "--size",
       String(size),
+      ...(inceptionUri ? ["--inception", inceptionUri] : []),
     ],
     { stdio: ["ignore", "ignore", "inherit"], cwd: REPO, env: { ...process.env, LOG_LEVEL: "warn" } },
   );

@@ -8,7 +8,8 @@
 // both pods logged step lines of a 2-rank world up to the last step, each from a single rank; "checkpoint saved"
 // twice (interval + end) in exactly one pod and never in the other; the status checkpoint exists on S3;
 // progress.json carries zero data-error counters; the grid PNG is 8 images wide and 1 + #K rows tall.
-// Stage II (same flow as the demo, smaller): an ARTraining (tiny, MergeAR) referencing the trained tokenizer and a
+// The runs read the generated random-weight Inception from S3 (evaluation.inceptionUri): under kind the pods do
+// not share this machine's model cache. Stage II (same flow as the demo, smaller): an ARTraining (tiny, MergeAR) referencing the trained tokenizer and a
 // 2-shard SamplingJob referencing the ARTraining, both applied before the AR run can start (chained by reference).
 // Asserted: AR Succeeded at its step count with a finite loss and its checkpoint on S3; both shards Succeeded with
 // their npz outputs on S3; gFID (random-Inception label) finite ≥ 0 and IS in [1, classes]; the sample grid PNG
@@ -30,6 +31,7 @@ import {
   installOperator,
   loadExample,
   prepareData,
+  publishRandomInception,
   watchRun,
 } from "../../hack/demo/flow.ts";
 import { createStorage } from "../../trainer/src/data/storage.ts";
@@ -44,6 +46,7 @@ describe("make demo flow (short)", () => {
   let kc: k8s.KubeConfig;
   let ns: TestNamespace;
   let dataset = "";
+  let inception = "";
   let tokenizerDone = false;
   const release = "mergevq-e2e";
 
@@ -71,6 +74,8 @@ describe("make demo flow (short)", () => {
 
   it("trains a 2-node TokenizerTraining to Succeeded with rFID, checkpoint and a reconstruction grid", async () => {
     dataset = await prepareData({ size: 64 });
+    // Pods get the Inception from S3: under kind they do not share this machine's model cache.
+    inception = await publishRandomInception();
     const tt = loadExample("tokenizer-training-demo.yaml");
     const runPrefix = `s3://mergevq-runs/e2e-${ns.name}`;
     tt.metadata = { name: "demo-e2e", namespace: ns.name };
@@ -78,7 +83,7 @@ describe("make demo flow (short)", () => {
     tt.spec.training.steps = STEPS;
     tt.spec.training.logEverySteps = 2;
     tt.spec.checkpoint = { ...tt.spec.checkpoint, uri: runPrefix, intervalSteps: Math.ceil(STEPS / 2) };
-    tt.spec.evaluation = { ...tt.spec.evaluation, numImages: 32 };
+    tt.spec.evaluation = { ...tt.spec.evaluation, numImages: 32, inceptionUri: inception };
     tt.spec.runPolicy = { ...tt.spec.runPolicy, cleanPodPolicy: "None" };
     await createRun(kc, ns.name, tt);
 
@@ -155,10 +160,10 @@ describe("make demo flow (short)", () => {
     sj.metadata = { name: "demo-e2e-sj", namespace: ns.name };
     sj.spec.modelRef = { name: "demo-e2e-ar" };
     sj.spec.sampling = { ...sj.spec.sampling, numSamples: SAMPLES, shards: 2, batchSize: 8 };
-    const reference = `${dataset}/val-stats.npz`;
-    sj.spec.evaluation = { ...sj.spec.evaluation, referenceStatsUri: reference };
+    const reference = `${prefix}-val-stats.npz`; // computed with the same (S3) Inception the reduce pod uses
+    sj.spec.evaluation = { ...sj.spec.evaluation, referenceStatsUri: reference, inceptionUri: inception };
     sj.spec.checkpoint = { ...sj.spec.checkpoint, uri: `${prefix}-sj` };
-    await ensureReferenceStats(`${dataset}/val`, reference, 64);
+    await ensureReferenceStats(`${dataset}/val`, reference, 64, inception);
     // The SamplingJob goes in first: it must wait for the ARTraining, which itself waits for nothing (tokenizer done).
     await createRun(kc, ns.name, sj);
     await createRun(kc, ns.name, ar);
