@@ -148,7 +148,7 @@ export const samplingJobCrd = {
   schema: SamplingJob,
   printerColumns: [
     { name: "Phase", type: "string", jsonPath: ".status.phase", description: "Run phase" },
-    { name: "Progress", type: "string", jsonPath: ".status.progress.percent", description: "Samples done" },
+    { name: "Progress", type: "string", jsonPath: ".status.progress.percent", description: "Shards done" },
     { name: "gFID", type: "number", jsonPath: ".status.metrics.gFID", description: "Generation FID" },
     { name: "IS", type: "number", jsonPath: ".status.metrics.IS", description: "Inception Score" },
     ageColumn,
