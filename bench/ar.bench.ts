@@ -5,7 +5,8 @@
 //                                     without MergeAR eviction (same MergeAR model, evict on/off)
 //   generate_max_cache_length         longest live spatial KV cache (incl. prefix) per configuration
 //   generate_evicted_per_sample       KV entries evicted per sample
-//   generate_speedup_evict            tokens/s with eviction ÷ without (same run)
+//   generate_speedup_evict            tokens/s with eviction ÷ without (same run); at L = 64 (T0/T1 8×8 grid) and,
+//                                     unless BENCH_QUICK, L = 256 (the GR 16×16 grid)
 //   npx tsx bench/ar.bench.ts     (BENCH_QUICK=1: fewer steps/samples; TFJS_BACKEND selects the backend)
 import * as tf from "@tensorflow/tfjs";
 import { generate } from "../trainer/src/ar/generate.ts";
@@ -59,9 +60,9 @@ function trainStep(mergeAR: boolean, backend: string) {
   model.dispose();
 }
 
-function generation(backend: string) {
+function generation(backend: string, L: number) {
   const B = quick ? 2 : 8;
-  const model = new GPT(tinyConfig({ mergeAR: true, window: 2 }));
+  const model = new GPT(tinyConfig({ mergeAR: true, window: 2, L }));
   // Small weights + greedy top-k 2: the random model repeats codes, so eviction has duplicates to drop.
   randomizeWeights(model, 1, 0.05);
   const labels = Array.from({ length: B }, (_, i) => i % 10);
@@ -70,7 +71,7 @@ function generation(backend: string) {
     const o = { labels, mergeTokens, cfgScale: 1.5, temperature: 1, topK: 2, seed: 1, evict };
     generate(model, { ...o, labels: labels.slice(0, 1), mergeTokens: mergeTokens.slice(0, 1) }); // warm-up
     const r = generate(model, o);
-    const config = `tiny+mergeAR B=${B} L=64 cfg evict=${evict}`;
+    const config = `tiny+mergeAR B=${B} L=${L} cfg evict=${evict}`;
     const tps = (B * r.L) / r.stats.seconds;
     emit("generate_tokens_per_second", tps, "tokens/s", backend, config);
     emit("generate_max_cache_length", r.stats.maxCacheLength, "slots", backend, config);
@@ -80,7 +81,7 @@ function generation(backend: string) {
   };
   const withEvict = run(true);
   const without = run(false);
-  emit("generate_speedup_evict", withEvict / without, "ratio", backend, `tiny+mergeAR B=${B} L=64`);
+  emit("generate_speedup_evict", withEvict / without, "ratio", backend, `tiny+mergeAR B=${B} L=${L}`);
   model.dispose();
 }
 
@@ -89,4 +90,5 @@ const backend = info.name;
 process.stderr.write(`backend ${backend}: ${info.reason}\n`);
 trainStep(false, backend);
 trainStep(true, backend);
-generation(backend);
+generation(backend, 64); // T0/T1 grid (8×8)
+if (!quick) generation(backend, 256); // GR grid (16×16): longer caches, where eviction can pay off
