@@ -7,7 +7,16 @@ import { createLogger } from "../../../common/src/logger.ts";
 import { selectBackend } from "../backend.ts";
 import { MergeVQTokenizer } from "../tokenizer/mergevq.ts";
 import { ensureTestPhotos } from "../util/testPhotos.ts";
-import { ARDataSource, chooseCandidates, dropLabels, expandMerged, streamRng, tokenizeImages } from "./arData.ts";
+import {
+  ARDataSource,
+  chooseCandidates,
+  dropLabels,
+  expandMerged,
+  globalSampleIndex,
+  sampleUniform,
+  sampleUniforms,
+  tokenizeImages,
+} from "./arData.ts";
 import { LocalFolderSource } from "./localFolder.ts";
 
 const log = createLogger({ component: "ar-data-test" }, { level: "warn" });
@@ -105,22 +114,104 @@ test("without MergeAR: K = L for every sample, no duplicates, codes = encode(K =
   image.dispose();
 });
 
-test("label dropout and the K draw are seeded per (seed, rank, micro-batch) and follow their probabilities", () => {
+test("label dropout and the K draw: one seeded uniform per (seed, global sample index), with their probabilities", () => {
   const labels = Array.from({ length: 20000 }, (_, i) => i % 10);
-  const d = dropLabels(labels, 10, 0.1, streamRng("label-dropout", 0, 0, 5));
+  const idx = labels.map((_, i) => 100 + i);
+  const d = dropLabels(labels, 10, 0.1, sampleUniforms("label-dropout", 0, idx));
   const frac = d.filter((x) => x === 10).length / d.length;
   assert.ok(Math.abs(frac - 0.1) < 0.01, `dropped fraction ${frac}`);
   for (let i = 0; i < d.length; i++) assert.ok(d[i] === 10 || d[i] === labels[i]);
-  assert.deepEqual(d, dropLabels(labels, 10, 0.1, streamRng("label-dropout", 0, 0, 5)));
-  assert.notDeepEqual(d, dropLabels(labels, 10, 0.1, streamRng("label-dropout", 0, 0, 6)));
-  assert.notDeepEqual(d, dropLabels(labels, 10, 0.1, streamRng("label-dropout", 0, 1, 5)));
-  assert.equal(dropLabels(labels, 10, 0, streamRng("x", 0, 0, 0)).filter((x) => x === 10).length, 0);
+  assert.deepEqual(d, dropLabels(labels, 10, 0.1, sampleUniforms("label-dropout", 0, idx)));
+  // Other sample indices, another seed or another purpose: other draws.
+  const shifted = idx.map((g) => g + 1);
+  assert.notDeepEqual(d, dropLabels(labels, 10, 0.1, sampleUniforms("label-dropout", 0, shifted)));
+  assert.notDeepEqual(d, dropLabels(labels, 10, 0.1, sampleUniforms("label-dropout", 1, idx)));
+  assert.notDeepEqual(d, dropLabels(labels, 10, 0.1, sampleUniforms("mergear-k", 0, idx)));
+  // A sample's draw depends on its index only, not on which other samples share its batch.
+  assert.equal(sampleUniforms("label-dropout", 0, [7, 3, 5])[1], sampleUniform("label-dropout", 0, 3));
+  assert.equal(dropLabels(labels, 10, 0, sampleUniforms("x", 0, idx)).filter((x) => x === 10).length, 0);
+  assert.throws(() => dropLabels([1, 2], 10, 0.1, [0.5]), /1 uniforms for 2 labels/);
   const cands = tokenizer.config.derived.candidates;
-  const ids = chooseCandidates(cands, 20000, streamRng("mergear-k", 1, 0, 0));
+  const ids = chooseCandidates(cands, sampleUniforms("mergear-k", 1, idx));
+  assert.equal(ids.length, idx.length);
   cands.forEach((c, i) => {
     const f = ids.filter((x) => x === i).length / ids.length;
     assert.ok(Math.abs(f - c.weight) < 0.015, `candidate K=${c.K}: frequency ${f} vs weight ${c.weight}`);
   });
+  // Global sample index: rank r's sample j of micro-batch m ↔ position (m·B + j)·W + r of the global stream,
+  // which is 1 rank × batch W·B's sample W·j + r of micro-batch m.
+  assert.equal(globalSampleIndex(3, 4, 2, 1, 2), globalSampleIndex(3, 8, 5, 0, 1));
+  assert.equal(globalSampleIndex(0, 4, 0, 0, 1), 0);
+  const seen = new Set<number>();
+  for (let m = 0; m < 3; m++)
+    for (let r = 0; r < 3; r++) for (let j = 0; j < 5; j++) seen.add(globalSampleIndex(m, 5, j, r, 3));
+  assert.equal(seen.size, 45, "unique per (micro-batch, rank, sample)");
+  assert.deepEqual(
+    [...seen].sort((a, b) => a - b),
+    Array.from({ length: 45 }, (_, i) => i),
+  );
+});
+
+test("2 ranks × batch b == 1 rank × batch 2b, sample by sample (images, labels, K, dup, dropout; across an epoch)", async () => {
+  // Centre crops (augment off) so that the pixels do not depend on a per-process crop RNG; the rank split is the
+  // local-folder source's own strided split of one order. 16 images, 2b = 8: micro-batch 2 starts epoch 2.
+  const open = async (rank: number, worldSize: number) =>
+    new ARDataSource({
+      images: await LocalFolderSource.open({
+        root: photos,
+        split: "train",
+        size: 32,
+        augment: false,
+        rank,
+        worldSize,
+        limit: 16,
+      }),
+      tokenizer,
+      mergeAR: true,
+      numClasses: 10,
+      classDropout: 0.5,
+      seed: 4,
+      rank,
+      worldSize,
+    });
+  const one = await open(0, 1);
+  const ranks = [await open(0, 2), await open(1, 2)];
+  const b = 4;
+  const L = 64;
+  let dropped = 0;
+  const Ks = new Set<number>();
+  for (const m of [0, 1, 2]) {
+    const ref = await one.next(2 * b, m);
+    const parts = [await ranks[0].next(b, m), await ranks[1].next(b, m)];
+    const rl = ref.batch.labels.dataSync();
+    const rt = ref.batch.mergeTokens?.dataSync() as Int32Array;
+    const ri = ref.batch.indices.dataSync();
+    const rd = ref.batch.dup?.dataSync() as Float32Array;
+    for (let r = 0; r < 2; r++) {
+      const p = parts[r];
+      const pl = p.batch.labels.dataSync();
+      const pt = p.batch.mergeTokens?.dataSync() as Int32Array;
+      const pi = p.batch.indices.dataSync();
+      const pd = p.batch.dup?.dataSync() as Float32Array;
+      for (let j = 0; j < b; j++) {
+        const k = 2 * j + r; // the same sample in the 1-rank batch
+        const at = `micro ${m}, rank ${r}, sample ${j}`;
+        assert.equal(p.labels[j], ref.labels[k], `${at}: raw label`);
+        assert.equal(pl[j], rl[k], `${at}: label after dropout`);
+        assert.equal(pt[j], rt[k], `${at}: K candidate`);
+        assert.equal(p.K[j], ref.K[k], `${at}: K`);
+        assert.deepEqual(pi.subarray(j * L, (j + 1) * L), ri.subarray(k * L, (k + 1) * L), `${at}: codes`);
+        assert.deepEqual(pd.subarray(j * L, (j + 1) * L), rd.subarray(k * L, (k + 1) * L), `${at}: dup mask`);
+      }
+    }
+    for (let k = 0; k < 2 * b; k++) {
+      if (rl[k] === 10) dropped++;
+      Ks.add(ref.K[k]);
+    }
+    for (const x of [ref, ...parts]) x.dispose();
+  }
+  assert.ok(dropped > 0 && dropped < 24, `label dropout exercised (${dropped}/24 dropped)`);
+  assert.ok(Ks.size >= 2, `several K drawn: ${[...Ks]}`);
 });
 
 test("ARDataSource: same (seed, micro-batch, data state) → same batch; labels dropped to the null class", async () => {

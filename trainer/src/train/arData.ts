@@ -7,35 +7,65 @@
 //              batches per rank). Labels = class-folder index / shard label.
 //   codes      without MergeAR: K = L (merge_num 0, released-code behaviour): indices [B, L] in raster order.
 //              with MergeAR: per sample a candidate K is drawn from the tokenizer's candidate set with the
-//              candidate weights (a seeded stream per (seed, rank, micro-batch)); samples sharing a K are
-//              encoded together; the K kept indices are expanded to the L raster positions through `groups`
-//              (index of each raster position's kept token): full_j = kept[groups_j]; dup_j = 1 iff raster
-//              position j is not the first raster position of its group; mergeTokens = candidate id (index
-//              into the tokenizer's candidate table).
-//   labels     dropped to the null class (= numClasses) with probability classDropout, from a seeded stream
-//              per (seed, rank, micro-batch).
-// Every random decision is a pure function of (seed, rank, global micro-batch index), and the image order is
-// the image source's checkpointed state: a resumed run draws exactly the same batches.
+//              candidate weights (one seeded draw per (seed, GLOBAL sample index), see below); samples sharing
+//              a K are encoded together; the K kept indices are expanded to the L raster positions through
+//              `groups` (index of each raster position's kept token): full_j = kept[groups_j]; dup_j = 1 iff
+//              raster position j is not the first raster position of its group; mergeTokens = candidate id
+//              (index into the tokenizer's candidate table).
+//   labels     dropped to the null class (= numClasses) with probability classDropout, one seeded draw per
+//              (seed, GLOBAL sample index).
+//
+// Keying of the per-sample random choices (K candidate, label dropout). Sample j of micro-batch m on rank r of
+// W (per-rank batch B) has the global sample index g = (m·B + j)·W + r, and its draws are a pure function of
+// (purpose, seed, g). The local-folder source hands rank r the stream positions ≡ r (mod W) of one permutation
+// shared by all ranks (orderSeed = the global seed), so rank r's c-th sample IS stream position c·W + r with
+// c = m·B + j: g is the sample's position in the global stream, and the W ranks × batch B read, step for step,
+// a partition of exactly the samples (and draws) that 1 rank × batch W·B reads — the data-parallel
+// equivalence test (test/integration/dist-ar-equivalence.test.ts) checks this sample by sample. (Exact while
+// every rank's epoch has the same length, i.e. the image count is a multiple of W; the tar-shard loader
+// assigns whole shards to ranks, where g is just a unique key per sample read.) Before this keying the draws
+// came from one stream per (seed, rank, micro-batch), which gave rank 0's samples different draws from the
+// same samples in a 1-process run. The image order is the image source's checkpointed state and m is the
+// global micro-batch index (step·accum + a), so a resumed run draws exactly the same batches.
 import * as tf from "@tensorflow/tfjs";
 import type { ARBatch } from "../ar/gpt.ts";
 import type { Candidate } from "../tokenizer/candidates.ts";
 import type { MergeVQTokenizer } from "../tokenizer/mergevq.ts";
 import { fnv1a } from "../tokenizer/params.ts";
-import { Rng } from "../util/rng.ts";
+import { Rng, rankSeed } from "../util/rng.ts";
 import { LoaderSource } from "./loaderSource.ts";
 import { type BatchSource, type DataSourceState, disposeBatch, LocalFolderSource } from "./localFolder.ts";
 import { isShardDataset } from "./setup.ts";
 
-/** Seeded stream for one purpose at one (seed, rank, micro-batch). */
-export function streamRng(purpose: string, seed: number, rank: number, microStep: number): Rng {
-  return new Rng(fnv1a(`${purpose}/${seed}/${rank}/${microStep}`) * 2048 + (microStep % 2048));
+/**
+ * Global sample index of local sample `j` of micro-batch `micro` on `rank` of `worldSize`, with per-rank batch
+ * `batchSize`: (micro·batchSize + j)·worldSize + rank (the sample's position in the global stream; header).
+ */
+export function globalSampleIndex(
+  micro: number,
+  batchSize: number,
+  j: number,
+  rank: number,
+  worldSize: number,
+): number {
+  return (micro * batchSize + j) * worldSize + rank;
 }
 
-/** Per-sample candidate ids drawn with the candidates' weights. */
-export function chooseCandidates(cands: readonly Candidate[], B: number, rng: Rng): number[] {
+/** One uniform in [0, 1) for (purpose, seed, global sample index): the same whichever rank reads the sample. */
+export function sampleUniform(purpose: string, seed: number, index: number): number {
+  return new Rng(fnv1a(`${purpose}/${seed}/${index}`) * 2048 + (index % 2048)).uniform();
+}
+
+/** Per-sample uniforms for `purpose` at the given global sample indices. */
+export function sampleUniforms(purpose: string, seed: number, indices: readonly number[]): Float64Array {
+  return Float64Array.from(indices, (g) => sampleUniform(purpose, seed, g));
+}
+
+/** Per-sample candidate ids drawn with the candidates' weights, one uniform per sample. */
+export function chooseCandidates(cands: readonly Candidate[], uniforms: ArrayLike<number>): number[] {
   const out: number[] = [];
-  for (let b = 0; b < B; b++) {
-    const u = rng.uniform();
+  for (let b = 0; b < uniforms.length; b++) {
+    const u = uniforms[b];
     let acc = 0;
     let id = cands.length - 1;
     for (let i = 0; i < cands.length; i++) {
@@ -50,10 +80,17 @@ export function chooseCandidates(cands: readonly Candidate[], B: number, rng: Rn
   return out;
 }
 
-/** Replace each label by `nullClass` with probability p. */
-export function dropLabels(labels: ArrayLike<number>, nullClass: number, p: number, rng: Rng): Int32Array {
+/** Replace label i by `nullClass` iff uniforms[i] < p (one uniform per sample). */
+export function dropLabels(
+  labels: ArrayLike<number>,
+  nullClass: number,
+  p: number,
+  uniforms: ArrayLike<number>,
+): Int32Array {
+  if (uniforms.length !== labels.length)
+    throw new Error(`dropLabels: ${uniforms.length} uniforms for ${labels.length} labels`);
   const out = new Int32Array(labels.length);
-  for (let i = 0; i < labels.length; i++) out[i] = p > 0 && rng.uniform() < p ? nullClass : labels[i];
+  for (let i = 0; i < labels.length; i++) out[i] = p > 0 && uniforms[i] < p ? nullClass : labels[i];
   return out;
 }
 
@@ -135,6 +172,8 @@ export interface ARDataOptions {
   /** Global training seed. */
   seed: number;
   rank: number;
+  /** Number of ranks (default 1): part of the global sample index that keys the per-sample draws. */
+  worldSize?: number;
 }
 
 export interface ARStepBatch {
@@ -165,7 +204,10 @@ export class ARDataSource {
     this.opts.images.close?.();
   }
 
-  /** The AR batch for global micro-batch index `microStep` (the index seeds dropout and the K choice). */
+  /**
+   * The AR batch for global micro-batch index `microStep` (= step·accum + a). The K choice and label dropout of
+   * sample j are keyed by its global sample index (globalSampleIndex; header).
+   */
   async next(batchSize: number, microStep: number): Promise<ARStepBatch> {
     const o = this.opts;
     const img = await o.images.next(batchSize);
@@ -176,20 +218,14 @@ export class ARDataSource {
             `dataset label ${l} is outside [0, model.numClasses = ${o.numClasses}) (raise model.numClasses to the number of classes in the dataset)`,
           );
       }
+      const g = Array.from({ length: batchSize }, (_, j) =>
+        globalSampleIndex(microStep, batchSize, j, o.rank, o.worldSize ?? 1),
+      );
       const cands = o.mergeAR
-        ? chooseCandidates(
-            o.tokenizer.config.derived.candidates,
-            batchSize,
-            streamRng("mergear-k", o.seed, o.rank, microStep),
-          )
+        ? chooseCandidates(o.tokenizer.config.derived.candidates, sampleUniforms("mergear-k", o.seed, g))
         : null;
       const t = tokenizeImages(o.tokenizer, img.image, cands);
-      const dropped = dropLabels(
-        img.labels,
-        o.numClasses,
-        o.classDropout,
-        streamRng("label-dropout", o.seed, o.rank, microStep),
-      );
+      const dropped = dropLabels(img.labels, o.numClasses, o.classDropout, sampleUniforms("label-dropout", o.seed, g));
       const { L } = o.tokenizer.config.derived;
       const batch: ARBatch = {
         labels: tf.tensor1d(dropped, "int32"),
@@ -245,15 +281,19 @@ export async function openImageSource(o: {
     });
     return { source, describe: { shards: o.data, batchesPerEpoch: source.stepsCap } };
   }
-  // GLOBAL seed here too: LocalFolderSource splits each epoch's permutation by position (i % world = rank), so
-  // only a permutation shared by all ranks makes the rank slices a partition of the images. (A per-rank seed,
-  // as setup.ts passes for the tokenizer, gives every rank its own permutation and overlapping slices.)
+  // LocalFolderSource splits each epoch's permutation by position (i % world = rank), so only a permutation
+  // shared by all ranks makes the rank slices a partition of the images: orderSeed = the GLOBAL seed (every
+  // epoch's order is a function of (orderSeed, epoch) alone — the same on every rank and in a 1-process run).
+  // The crop RNG is per rank (as setup.ts does for the tokenizer), so ranks do not repeat each other's crops.
+  // (Before: seed = the global seed and no orderSeed — the first permutation was shared, but later epochs were
+  // drawn from the crop RNG, whose state depends on how many crops the process took, i.e. on the rank split.)
   const folder = await LocalFolderSource.open({
     root: o.data,
     split: "train",
     size: o.size,
     augment: true,
-    seed: o.seed,
+    seed: rankSeed(o.seed, o.worldSize, o.rank),
+    orderSeed: o.seed,
     rank: o.rank,
     worldSize: o.worldSize,
     limit: o.limit,

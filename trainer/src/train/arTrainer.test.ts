@@ -29,6 +29,7 @@ before(async () => {
 
 function build(o: {
   steps: number;
+  dropout?: { token?: number; resid?: number };
   mergeAR?: boolean;
   accum?: number;
   ckpt?: string;
@@ -49,6 +50,7 @@ function build(o: {
       checkpointInterval: o.interval ?? 0,
       progressIntervalSeconds: 0,
       seed: 3,
+      dropout: o.dropout,
     }),
     tokenizer: o.tokenizer ?? tokenizerUri,
     data: photos,
@@ -203,6 +205,36 @@ test("clear errors: corrupt checkpoint, tokenizer/AR bits mismatch, missing toke
     /MERGEVQ_MODEL_CONFIG: mergeAR\.window/,
   );
   assert.throws(() => parseARModelSpec({ size: "huge" }), /size/);
+  assert.throws(() => parseARTrainConfig({ steps: 1, dropout: { token: 1 } }), /dropout\.token/);
+  assert.throws(() => parseARTrainConfig({ steps: 1, dropout: { attn: 0 } }), /dropout.*attn/);
   assert.notEqual(dropoutSeed(0, 0, 1), dropoutSeed(0, 0, 2));
   assert.notEqual(dropoutSeed(0, 0, 1), dropoutSeed(0, 1, 1));
 });
+
+test("training-config dropout override (not a CRD field): applied to the model, default 0.1, not architecture", async () => {
+  const dir = await mkdtemp(path.join(os.tmpdir(), "ar-test-drop-"));
+  const def = await build({ steps: 1 });
+  assert.equal(def.arConfig.tokenDropout, 0.1);
+  assert.equal(def.arConfig.residDropout, 0.1);
+  assert.ok(!def.notes.some((n) => n.includes("dropout overridden")));
+  def.trainer.dispose();
+  def.model.dispose();
+  const off = await build({ steps: 1, dropout: { token: 0 }, ckpt: dir });
+  assert.equal(off.arConfig.tokenDropout, 0);
+  assert.equal(off.arConfig.residDropout, 0.1, "an absent rate keeps the spec's 0.1");
+  assert.equal(off.model.config.tokenDropout, 0);
+  assert.ok(off.notes.some((n) => /dropout overridden .*token 0, residual 0\.1/.test(n)));
+  await off.trainer.run();
+  const uri = (await latestCheckpoint(dir)) as string;
+  assert.equal((loadedMeta(await loadCheckpoint(uri)).arConfig as { tokenDropout: number }).tokenDropout, 0);
+  // Resuming with other dropout rates is allowed (a training setting, not the architecture).
+  const again = await build({ steps: 2, dropout: { token: 0.2, resid: 0 } });
+  await again.trainer.resume(uri);
+  assert.equal(again.trainer.step, 1);
+  for (const x of [off, again]) {
+    x.trainer.dispose();
+    x.model.dispose();
+  }
+});
+
+const loadedMeta = (c: Awaited<ReturnType<typeof loadCheckpoint>>) => c.meta as Record<string, unknown>;

@@ -9,8 +9,14 @@
 //   tensors "model/<name>", "adamw/m/<name>", "adamw/v/<name>";
 //   meta {step, arConfig, tokenizer {uri, step, weights}, trainConfig, data, dataByRank, adamw {t}, backend,
 //         rank, worldSize}.
-// Every random decision is a function of (seed, rank, global micro-batch index) or of checkpointed state
-// (image order), so N steps straight and N/2 + checkpoint + resume + N/2 give identical weights and losses.
+// Every random decision is a function of (seed, global sample index) (K choice, label dropout: arData.ts), of
+// (seed, rank, global micro-batch index) (the model's dropout masks) or of checkpointed state (image order), so
+// N steps straight and N/2 + checkpoint + resume + N/2 give identical weights and losses.
+// Data-parallel equivalence: W ranks × batch B and 1 rank × batch W·B read the same samples in the same steps
+// with the same per-sample draws (arData.ts), and the loss is a mean over the batch, so they train the same
+// weights up to float rounding — EXCEPT for the model's token/residual dropout, whose masks are drawn per
+// micro-batch tensor and so depend on the split. Training config `dropout: {token, resid}` (not a CRD field;
+// default the spec's 0.1) turns them off for that check (test/integration/dist-ar-equivalence.test.ts).
 // Data parallel exactly like the tokenizer trainer: initial state broadcast from rank 0 (syncFromRank0),
 // gradients averaged every optimiser step (bit-identical on all ranks), losses averaged on log steps, only
 // rank 0 writes checkpoints (with every rank's data state gathered), progress.json and metrics.json.
@@ -90,6 +96,22 @@ export const ARTrainConfigSchema = z
     keepLast: z.number().int().min(0).default(3),
     /** Minimum seconds between progress.json writes. */
     progressIntervalSeconds: z.number().min(0).default(5),
+    /**
+     * NOT an ARTraining CRD field (the operator never sets it; `ar/cli.ts` maps only CRD fields): overrides of
+     * the model's dropout rates, which resolveARConfig fixes at the spec's 0.1 (§5.2, LlamaGen token_dropout_p
+     * and resid_dropout_p = ffn_dropout_p). An absent rate keeps 0.1. Recorded in the checkpoint's arConfig
+     * and trainConfig; not part of the architecture check on resume. Use: { token: 0, resid: 0 } for exact
+     * data-parallel equivalence tests (the masks depend on how the batch is split across ranks).
+     */
+    dropout: z
+      .object({
+        /** Dropout on the input embeddings (ARConfig.tokenDropout). */
+        token: z.number().min(0).lt(1).optional(),
+        /** Dropout after the attention output projection and after the FFN (ARConfig.residDropout). */
+        resid: z.number().min(0).lt(1).optional(),
+      })
+      .strict()
+      .optional(),
   })
   .strict()
   .refine((t) => t.warmupSteps <= t.steps, { message: "must not exceed steps", path: ["warmupSteps"] });
@@ -387,8 +409,9 @@ export class ARTrainer {
     const stored = ckpt.meta.arConfig as ARConfig | undefined;
     if (!stored || typeof stored !== "object") throw new CheckpointError(`${source}: header has no arConfig`);
     checkTokenizerCompat(stored, this.config, source, this.deps.tokenizer.uri);
-    const { seed: _a, ...storedArch } = stored;
-    const { seed: _b, ...currentArch } = this.config;
+    // Not architecture: the init seed and the dropout rates (a training setting, see ARTrainConfig.dropout).
+    const { seed: _a, tokenDropout: _c, residDropout: _d, ...storedArch } = stored;
+    const { seed: _b, tokenDropout: _e, residDropout: _f, ...currentArch } = this.config;
     assertSameArchitecture(storedArch, currentArch, source);
     assignCheckpointTensors(ckpt, source, this.tensorGroups());
     const meta = ckpt.meta as {
@@ -442,7 +465,15 @@ export class ARTrainer {
   }
 }
 
-/** Seed of the model's dropout masks for one micro-batch. */
+/** The resolved AR config with the training config's dropout overrides (absent rates unchanged). */
+export function withDropout(c: ARConfig, d: ARTrainConfig["dropout"]): ARConfig {
+  return { ...c, tokenDropout: d?.token ?? c.tokenDropout, residDropout: d?.resid ?? c.residDropout };
+}
+
+/**
+ * Seed of the model's dropout masks for one micro-batch. Keyed by (seed, rank, micro-batch): tf.dropout draws a
+ * mask for the whole [B, T, D] tensor, so masks cannot be made independent of the rank split anyway.
+ */
 export function dropoutSeed(seed: number, rank: number, micro: number): number {
   let h = 0x811c9dc5;
   for (const v of [seed, rank, micro, 0x5eed]) {
@@ -511,10 +542,13 @@ export async function buildARTrainer(o: BuildAROptions): Promise<BuiltAR> {
     frozen = o.tokenizer;
   }
   const tc = frozen.tokenizer.config;
-  const arConfig = resolveARConfig(
-    o.model,
-    { zChannels: tc.zChannels, L: tc.derived.L, numCandidates: tc.derived.candidates.length },
-    o.train.seed,
+  const arConfig = withDropout(
+    resolveARConfig(
+      o.model,
+      { zChannels: tc.zChannels, L: tc.derived.L, numCandidates: tc.derived.candidates.length },
+      o.train.seed,
+    ),
+    o.train.dropout,
   );
   const model = new GPT(arConfig);
   const notes: string[] = [
@@ -522,6 +556,10 @@ export async function buildARTrainer(o: BuildAROptions): Promise<BuiltAR> {
     `AR: size ${arConfig.size}, ${model.paramCount()} params, bits ${arConfig.preBits}/${arConfig.postBits}, MergeAR ${arConfig.mergeAR.enabled ? `on (window ${arConfig.mergeAR.window}, ${arConfig.mergeAR.numMergeTokens} merge tokens)` : "off (K = L)"}`,
     "weight decay: 1-D tensors (RMSNorm weights) exempt (intended upstream behaviour, spec §5.3 decision)",
   ];
+  if (o.train.dropout)
+    notes.push(
+      `dropout overridden by the training config: token ${arConfig.tokenDropout}, residual ${arConfig.residDropout} (spec: 0.1)`,
+    );
   if (o.backend) notes.push(`backend: ${o.backend}`);
   let images = o.images;
   let describe: Record<string, unknown> = { source: "injected" };
@@ -547,6 +585,7 @@ export async function buildARTrainer(o: BuildAROptions): Promise<BuiltAR> {
     classDropout: arConfig.classDropout,
     seed: o.train.seed,
     rank,
+    worldSize,
   });
   const trainer = new ARTrainer({
     model,
