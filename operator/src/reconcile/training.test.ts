@@ -190,7 +190,8 @@ test("OOMKilled and exit 1 fail fast; backoffLimit exceeded fails with its reaso
   }
   let run = makeTokenizerTraining("t").nodes(1).backoffLimit(1).obj();
   run = { ...run, status: { attempt: 2, restartCount: 1, phase: "Running", startTime: iso(0) } };
-  const pod = planTraining(obs({ ...run, status: { ...run.status, attempt: 2 } }, [], at(1)), ctx).createPods[0];
+  const pod = planTraining(obs({ ...run, status: { ...run.status, phase: "Restarting" } }, [], at(1)), ctx)
+    .createPods[0];
   const p = planTraining(obs(run, [withPhase(pod, "Failed", { exitCode: 143 })], at(5)), ctx);
   assert.equal(p.status.phase, "Failed");
   assert.equal(cond(p, "Failed")?.reason, "BackoffLimitExceeded");
@@ -376,4 +377,30 @@ test("gang scheduler volcano: a PodGroup (minMember = nodes) is created with the
   }
   const none = planTraining(obs(makeTokenizerTraining("t").nodes(2).obj(), [], at(0)), ctx);
   assert.equal(none.createPodGroup, undefined);
+});
+
+test("all pods of a running single-node attempt deleted: attempt 2 resumes from the last checkpoint, not counted", () => {
+  let run = makeTokenizerTraining("one").nodes(1).obj();
+  const p1 = planTraining(obs(run, [], at(0)), ctx);
+  run = withStatus(run, p1);
+  const running = p1.createPods.map((x) => withPhase(x, "Running", { created: iso(0) }));
+  const progress = { step: 9, totalSteps: 30, updatedAt: iso(5), lastCheckpoint: "s3://ckpt/one/step-9" };
+  const p2 = planTraining(obs(run, running, at(5), { progress }), ctx);
+  assert.equal(p2.status.phase, "Running");
+  run = withStatus(run, p2);
+  // The pod is force-deleted: the informer no longer lists it.
+  const p3 = planTraining(obs(run, [], at(6), { progress }), ctx);
+  assert.equal(p3.status.attempt, 2);
+  assert.equal(p3.status.restartCount, 0, "a deleted pod is not the trainer's fault");
+  assert.equal(p3.status.phase, "Restarting");
+  assert.ok(p3.events.some((e) => e.reason === "PodDeleted"));
+  assert.equal(p3.createPods.length, 0);
+  run = withStatus(run, p3);
+  const p4 = planTraining(obs(run, [], at(7), { progress }), ctx);
+  assert.deepEqual(
+    p4.createPods.map((x) => x.metadata!.name),
+    ["one-node-0-a2"],
+  );
+  const env = p4.createPods[0].spec!.containers[0].env ?? [];
+  assert.equal(env.find((e) => e.name === "RESUME_FROM")?.value, "s3://ckpt/one/step-9");
 });

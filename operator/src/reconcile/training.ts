@@ -242,6 +242,17 @@ export function planTraining(o: TrainingObserved, ctx: OperatorContext): Plan {
       pb.requeue(2000);
       return pb.plan;
     }
+    // Every pod of a RUNNING attempt vanished (force-deleted, node gone): like a missing rank, a restart from the
+    // last checkpoint that is not counted — never a silent re-creation of the same attempt from step 0.
+    if (b.s.phase === "Running") {
+      handleFailure(pb, run, cur, {
+        action: "restart",
+        counted: false,
+        reason: REASON.PodDeleted,
+        message: `all ${nnodes} rank(s) of attempt ${attempt} disappeared`,
+      });
+      return pb.plan;
+    }
     if (!o.acc) throw new Error("planTraining: accelerator not resolved and no blocker given");
     if (!o.serviceExists) pb.plan.createService = desiredService(run);
     pb.plan.createPodGroup = desiredPodGroup({
@@ -257,7 +268,7 @@ export function planTraining(o: TrainingObserved, ctx: OperatorContext): Plan {
     });
     pb.plan.createPods = desiredNodePods(run, o.acc, ctx, {
       attempt,
-      resumeFrom: attempt > 1 ? b.s.lastCheckpoint : undefined,
+      resumeFrom: b.s.lastCheckpoint, // only this run object's checkpoints reach status (freshDocuments)
       tokenizerCheckpoint: o.tokenizerCheckpoint,
     });
     b.s.phase = attempt > 1 ? "Restarting" : "Pending";
@@ -291,7 +302,7 @@ export function planTraining(o: TrainingObserved, ctx: OperatorContext): Plan {
     if (!o.acc) throw new Error("planTraining: accelerator not resolved");
     pb.plan.createPods = desiredNodePods(run, o.acc, ctx, {
       attempt,
-      resumeFrom: attempt > 1 ? b.s.lastCheckpoint : undefined,
+      resumeFrom: b.s.lastCheckpoint, // only this run object's checkpoints reach status (freshDocuments)
       tokenizerCheckpoint: o.tokenizerCheckpoint,
     }).filter((p) => !present.has(rankOf(p)));
     pb.requeue(2000);
