@@ -37,6 +37,8 @@ function build(o: {
   lr?: number;
   images?: number;
   tokenizer?: Parameters<typeof buildARTrainer>[0]["tokenizer"];
+  status?: string;
+  progressInterval?: number;
 }) {
   return buildARTrainer({
     model: parseARModelSpec({ size: "tiny", numClasses: 10, mergeAR: { enabled: o.mergeAR ?? false, window: 2 } }),
@@ -48,7 +50,7 @@ function build(o: {
       warmupSteps: 1,
       logEvery: 100,
       checkpointInterval: o.interval ?? 0,
-      progressIntervalSeconds: 0,
+      progressIntervalSeconds: o.progressInterval ?? 0,
       seed: 3,
       dropout: o.dropout,
     }),
@@ -57,6 +59,7 @@ function build(o: {
     log,
     backend,
     checkpointDir: o.ckpt,
+    statusUri: o.status,
     dataLimit: o.images ?? 32,
   });
 }
@@ -238,3 +241,22 @@ test("training-config dropout override (not a CRD field): applied to the model, 
 });
 
 const loadedMeta = (c: Awaited<ReturnType<typeof loadCheckpoint>>) => c.meta as Record<string, unknown>;
+
+test("progress.json names every new checkpoint at once, even inside the progress throttle interval", async (t) => {
+  const ckpt = await mkdtemp(path.join(os.tmpdir(), "ar-test-ckpt-"));
+  const status = await mkdtemp(path.join(os.tmpdir(), "ar-test-status-"));
+  const b = await build({ steps: 4, ckpt, interval: 2, status, progressInterval: 3600 });
+  t.after(() => b.trainer.dispose());
+  const seen: { step: number; named?: string; latest?: string }[] = [];
+  await b.trainer.run({
+    onStep: async (step) => {
+      const p = JSON.parse(await readFile(path.join(status, "progress.json"), "utf8")) as { lastCheckpoint?: string };
+      seen.push({ step, named: p.lastCheckpoint, latest: await latestCheckpoint(ckpt) });
+    },
+  });
+  const at = (s: number) => seen.find((x) => x.step === s);
+  assert.ok(at(2)?.latest, "a checkpoint at step 2");
+  assert.equal(at(2)?.named, at(2)?.latest, "step 2: progress.json must name the checkpoint just saved");
+  assert.equal(at(4)?.named, at(4)?.latest);
+  assert.equal(at(3)?.named, at(2)?.latest, "no checkpoint at step 3: progress.json still names step 2's");
+});

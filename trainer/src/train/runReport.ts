@@ -71,6 +71,8 @@ export class RunReport {
   /** Step of the newest checkpoint written or resumed from (every rank; -1 = none). */
   lastCheckpointStep = -1;
   private lastProgressWrite = 0;
+  /** A checkpoint was saved that progress.json does not name yet (forces the next write). */
+  private checkpointUnreported = false;
   private readonly o: Pick<RunDeps, "statusUri" | "checkpointDir" | "log"> & {
     rank: number;
     data: ReportedData;
@@ -93,12 +95,18 @@ export class RunReport {
     return this.o.checkpointDir !== undefined && this.lastCheckpointStep !== step;
   }
 
-  /** progress.json (rank 0), at most every progressIntervalSeconds unless `force`. */
+  /**
+   * progress.json (rank 0), at most every progressIntervalSeconds unless `force` — or a checkpoint was saved
+   * since the last write: the operator resumes restarts from progress.json's lastCheckpoint, which must not lag
+   * (with keepLast, a lagging one may already be deleted).
+   */
   async writeProgress(p: StepProgress, force = false): Promise<void> {
     if (this.o.rank !== 0 || !this.o.statusUri) return;
     const now = Date.now();
-    if (!force && now - this.lastProgressWrite < this.o.cfg.progressIntervalSeconds * 1000) return;
+    const interval = this.o.cfg.progressIntervalSeconds * 1000;
+    if (!force && !this.checkpointUnreported && now - this.lastProgressWrite < interval) return;
     this.lastProgressWrite = now;
+    this.checkpointUnreported = false;
     const errors = this.o.data.dataErrors;
     await writeProgressJson(this.o.statusUri, {
       step: p.step,
@@ -154,6 +162,7 @@ export class RunReport {
     const uri = await saveCheckpoint(this.o.checkpointDir, step, build(dataByRank), { keepLast: this.o.cfg.keepLast });
     this.lastCheckpoint = uri;
     this.lastCheckpointStep = step;
+    this.checkpointUnreported = true;
     this.o.log.info({ step, checkpoint: uri }, "checkpoint saved");
     return uri;
   }
