@@ -1,9 +1,9 @@
 import assert from "node:assert/strict";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { after, describe, it } from "node:test";
-import { iterateNpzRows, listNpz, npzArrayHeader, readNpz, writeNpz } from "./npz.ts";
+import { iterateNpzRows, listNpz, npzArrayHeader, readNpz, verifyNpz, writeNpz } from "./npz.ts";
 import { runPython } from "./testing.ts";
 
 const dir = mkdtempSync(path.join(os.tmpdir(), "npz-test-"));
@@ -76,5 +76,27 @@ describe("npz", () => {
       assert.deepEqual(sizes, [2, 1]);
       assert.deepEqual(parts, expected.arr_0.values);
     }
+  });
+});
+
+describe("verifyNpz", () => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), "npz-verify-"));
+  after(() => rmSync(dir, { recursive: true, force: true }));
+
+  it("accepts an intact file and names the member whose bytes changed or that was cut off", async () => {
+    const p = path.join(dir, "a.npz");
+    const img = new Uint8Array(4 * 8 * 8 * 3).map((_, i) => (i * 37) % 256);
+    await writeNpz(p, {
+      arr_0: { shape: [4, 8, 8, 3], data: img },
+      labels: { shape: [4], data: Int32Array.of(0, 1, 2, 3) },
+    });
+    assert.equal(await verifyNpz(p), 2);
+    const bytes = readFileSync(p);
+    const flipped = Buffer.from(bytes);
+    flipped[200] ^= 0xff; // inside arr_0's data
+    writeFileSync(path.join(dir, "b.npz"), flipped);
+    await assert.rejects(verifyNpz(path.join(dir, "b.npz")), /arr_0\.npy: CRC-32 mismatch/);
+    writeFileSync(path.join(dir, "c.npz"), bytes.subarray(0, bytes.length - 40));
+    await assert.rejects(verifyNpz(path.join(dir, "c.npz")), /not a zip file|central directory/);
   });
 });

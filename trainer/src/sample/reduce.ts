@@ -16,13 +16,13 @@ import type { Logger } from "../../../common/src/logger.ts";
 import { checkReferenceWeights, npzImageBatches } from "../eval/gfid.ts";
 import { InceptionExtractor, POOL_DIM } from "../eval/inception.ts";
 import { InceptionScoreAccumulator } from "../eval/is.ts";
-import { npzArrayHeader, readNpz } from "../eval/npz.ts";
+import { npzArrayHeader, readNpz, verifyNpz } from "../eval/npz.ts";
 import { inceptionNotes } from "../eval/rfid.ts";
 import { FeatureStats, frechetDistance, loadStats } from "../eval/stats.ts";
 import { joinUri, storageFor } from "../train/storage.ts";
 import { Rng } from "../util/rng.ts";
 import { gridPicks, sampleGridPng } from "./grid.ts";
-import { localCopy, META_KEY, type ShardMeta, shardUri, verifyZipCrcs } from "./shard.ts";
+import { localCopy, META_KEY, type ShardMeta, shardUri } from "./shard.ts";
 
 export interface ShardFile {
   index: number;
@@ -75,7 +75,7 @@ export async function openShards(checkpointDir: string, numShards: number, tmpDi
     }
     const { file, cleanup } = await localCopy(uri, tmpDir);
     try {
-      await verifyZipCrcs(file);
+      await verifyNpz(file);
       const h = await npzArrayHeader(file, "arr_0");
       if (h.dtype !== "|u1" || h.shape.length !== 4 || h.shape[3] !== 3) {
         throw new Error(`arr_0 is ${h.dtype} [${h.shape}], expected uint8 [N,H,W,3]`);

@@ -212,7 +212,7 @@ describe("runShard: output and idempotent retries", () => {
     [
       "a truncated file",
       () => truncateSync(file, Math.floor(statSync(file).size / 2)),
-      /end-of-central-directory|truncated/,
+      /no end of central directory/,
     ],
     [
       "a flipped byte inside the image data",
@@ -223,7 +223,7 @@ describe("runShard: output and idempotent retries", () => {
       },
       /CRC-32 mismatch/,
     ],
-    ["an empty object", () => writeFileSync(file, ""), /end-of-central-directory/],
+    ["an empty object", () => writeFileSync(file, ""), /not a zip file/],
   ] as const) {
     it(`regenerates ${name}, logging the reason`, async () => {
       const good = readFileSync(file);

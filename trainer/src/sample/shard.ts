@@ -14,12 +14,11 @@
 //   its identity (job parameters, shard, checkpoint URIs) equals this run's, and arr_0/labels have the
 //   expected shapes and labels. Anything else — truncated upload, corrupt bytes, a different job writing to
 //   the same prefix — is logged with the reason and regenerated.
-import { mkdir, open, readFile, rename, rm, writeFile } from "node:fs/promises";
+import { mkdir, readFile, rename, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
-import { crc32 } from "node:zlib";
 import type { Logger } from "../../../common/src/logger.ts";
-import { listNpz, npzArrayHeader, readNpz, writeNpz } from "../eval/npz.ts";
+import { listNpz, npzArrayHeader, readNpz, verifyNpz, writeNpz } from "../eval/npz.ts";
 import { writeProgressJson } from "../train/report.ts";
 import { joinUri, storageFor, toLocalPath, uriScheme } from "../train/storage.ts";
 import type { SamplingConfig } from "./config.ts";
@@ -184,66 +183,6 @@ export async function writeShardNpz(
   });
 }
 
-/**
- * Verify the zip structure of an npz and the CRC-32 of every member (stored or deflated members; our writer
- * stores). Throws with the reason on a truncated or corrupt file.
- */
-export async function verifyZipCrcs(file: string): Promise<void> {
-  const fh = await open(file, "r");
-  try {
-    const { size } = await fh.stat();
-    const tailLen = Math.min(size, 22 + 0xffff);
-    const tail = Buffer.alloc(tailLen);
-    await fh.read(tail, 0, tailLen, size - tailLen);
-    let eocd = -1;
-    for (let i = tailLen - 22; i >= 0; i--) {
-      if (tail.readUInt32LE(i) === 0x06054b50) {
-        eocd = i;
-        break;
-      }
-    }
-    if (eocd < 0) throw new Error("no zip end-of-central-directory record (truncated?)");
-    const entries = tail.readUInt16LE(eocd + 10);
-    const cdSize = tail.readUInt32LE(eocd + 12);
-    const cdOffset = tail.readUInt32LE(eocd + 16);
-    if (cdOffset + cdSize > size - tailLen + eocd) throw new Error("central directory lies beyond the file end");
-    const cd = Buffer.alloc(cdSize);
-    await fh.read(cd, 0, cdSize, cdOffset);
-    let p = 0;
-    for (let e = 0; e < entries; e++) {
-      if (p + 46 > cd.length || cd.readUInt32LE(p) !== 0x02014b50) throw new Error("corrupt central directory");
-      const method = cd.readUInt16LE(p + 10);
-      const crc = cd.readUInt32LE(p + 16);
-      const csize = cd.readUInt32LE(p + 20);
-      const nameLen = cd.readUInt16LE(p + 28);
-      const extraLen = cd.readUInt16LE(p + 30);
-      const commentLen = cd.readUInt16LE(p + 32);
-      const local = cd.readUInt32LE(p + 42);
-      const name = cd.toString("utf8", p + 46, p + 46 + nameLen);
-      p += 46 + nameLen + extraLen + commentLen;
-      if (method !== 0) continue; // deflated members are CRC-checked by zlib when read (not produced by us)
-      const lh = Buffer.alloc(30);
-      await fh.read(lh, 0, 30, local);
-      if (lh.readUInt32LE(0) !== 0x04034b50) throw new Error(`${name}: bad local header`);
-      let pos = local + 30 + lh.readUInt16LE(26) + lh.readUInt16LE(28);
-      const end = pos + csize;
-      if (end > cdOffset) throw new Error(`${name}: data runs into the central directory`);
-      const buf = Buffer.alloc(Math.min(csize, 8 << 20));
-      let c = 0;
-      while (pos < end) {
-        const len = Math.min(buf.length, end - pos);
-        const { bytesRead } = await fh.read(buf, 0, len, pos);
-        if (bytesRead !== len) throw new Error(`${name}: short read`);
-        c = crc32(buf.subarray(0, len), c);
-        pos += len;
-      }
-      if (c >>> 0 !== crc) throw new Error(`${name}: CRC-32 mismatch (corrupt data)`);
-    }
-  } finally {
-    await fh.close();
-  }
-}
-
 export type ShardCheck = { ok: true; meta: ShardMeta } | { ok: false; reason: string };
 
 /**
@@ -252,7 +191,7 @@ export type ShardCheck = { ok: true; meta: ShardMeta } | { ok: false; reason: st
  */
 export async function checkShardFile(file: string, identity: ShardIdentity): Promise<ShardCheck> {
   try {
-    await verifyZipCrcs(file);
+    await verifyNpz(file);
     const names = await listNpz(file);
     for (const n of ["arr_0", "labels", META_KEY])
       if (!names.includes(n)) return { ok: false, reason: `no "${n}" array` };
