@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
 import { mkdtemp, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
@@ -21,6 +22,24 @@ test("unknown command and unknown flag are rejected naming them", async () => {
     main(["tokenizer", "train", "--config", "T0", "--data", "/nonexistent", "--out", "/tmp/x", "--steps", "3x"], log),
     /--steps: expected an integer ≥ 0, got "3x"/,
   );
+});
+
+test("--help prints every sub-command's usage and exits 0; no arguments exits 2", () => {
+  const cli = path.join(import.meta.dirname, "cli.ts");
+  const help = spawnSync(process.execPath, ["--import", "tsx", cli, "--help"], { encoding: "utf8" });
+  assert.equal(help.status, 0, help.stderr);
+  for (const cmd of [
+    "tokenizer",
+    "train-tokenizer",
+    "ar train",
+    "train-ar",
+    "sample",
+    "reduce",
+    "eval reference-stats",
+  ])
+    assert.ok(help.stdout.includes(cmd), `usage mentions ${cmd}`);
+  const none = spawnSync(process.execPath, ["--import", "tsx", cli], { encoding: "utf8" });
+  assert.equal(none.status, 2);
 });
 
 test("invalid model and training configs name the offending field", async () => {

@@ -485,8 +485,15 @@ export function unknownKeys(
   return out;
 }
 
+const HELP = new Set(["--help", "-h", "help"]);
+
 if (import.meta.url === `file://${process.argv[1]}` || process.argv[1]?.endsWith("/trainer/src/cli.ts")) {
-  main(process.argv.slice(2)).then(
+  const argv = process.argv.slice(2);
+  if (argv.length === 0 || HELP.has(argv[0])) {
+    process.stdout.write(`${USAGE}\n`);
+    process.exit(argv.length === 0 ? 2 : 0);
+  }
+  main(argv).then(
     ({ report }) => {
       process.stdout.write(`${JSON.stringify(report)}\n`);
       process.exit(0);
