@@ -209,11 +209,7 @@ describe("runShard: output and idempotent retries", () => {
   });
 
   for (const [name, damage, reason] of [
-    [
-      "a truncated file",
-      () => truncateSync(file, Math.floor(statSync(file).size / 2)),
-      /no end of central directory/,
-    ],
+    ["a truncated file", () => truncateSync(file, Math.floor(statSync(file).size / 2)), /no end of central directory/],
     [
       "a flipped byte inside the image data",
       () => {
