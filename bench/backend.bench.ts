@@ -27,7 +27,7 @@ import { fileURLToPath } from "node:url";
 import * as tf from "@tensorflow/tfjs";
 import { type BackendChoice, nativeCandidates, startBackend } from "../trainer/src/backend.ts";
 import { MergeVQTokenizer } from "../trainer/src/tokenizer/mergevq.ts";
-import { NamedAdam } from "../trainer/src/train/adam.ts";
+import { benchTrainStep, GR_D32_AT_64 } from "./trainStep.ts";
 
 const quick = process.env.BENCH_QUICK === "1";
 const N = quick ? 512 : 1024;
@@ -80,7 +80,7 @@ function matmulGflops(backend: string): number {
 const TRAIN_CONFIGS = {
   T1: { model: "T1", batch: envInt("BENCH_T1_BATCH", quick ? 4 : 8) },
   "GR_d32@64": {
-    model: { preset: "GR_d32", resolution: 64, mergeNum: 0, candDistribution: null, clsViewSize: 48 },
+    model: GR_D32_AT_64,
     batch: envInt("BENCH_GR_BATCH", 4),
   },
 } as const;
@@ -92,28 +92,11 @@ function makeTrainer(name: TrainConfigName): { step: () => void; dispose: () => 
   const tok = new MergeVQTokenizer(model as ConstructorParameters<typeof MergeVQTokenizer>[0]);
   const res = tok.config.resolution;
   const x = tf.randomUniform([batch, res, res, 3], -1, 1, "float32", 7) as tf.Tensor4D;
-  const weights = tok.getWeights();
-  const vars = [...weights.values()];
-  const adam = new NamedAdam(weights, { beta1: 0.5, beta2: 0.9, eps: 1e-8 });
-  const step = (): void => {
-    const { value, grads } = tf.variableGrads(() => {
-      const out = tok.forward(x, { training: true });
-      return tf.addN([
-        tf.losses.meanSquaredError(x, out.recon),
-        tf.mul(out.losses.entropy, 0.1),
-        tf.mul(out.losses.commitment, 0.25),
-      ]) as tf.Scalar;
-    }, vars);
-    value.dataSync();
-    value.dispose();
-    const named = new Map([...weights].map(([n, v]) => [n, grads[v.name]]));
-    adam.step(named, 2e-4);
-    tf.dispose(Object.values(grads));
-  };
+  const t = benchTrainStep(tok, x);
   return {
-    step,
+    step: () => t.step(),
     dispose: () => {
-      adam.dispose();
+      t.dispose();
       x.dispose();
       tok.dispose();
     },

@@ -2,46 +2,28 @@
 // per (kernel[, input shapes]) the minimum over runs (the machine is shared; min filters out stalls).
 //   B=tensorflow|wasm BATCH=8 CFG=T1|GR PHASE=step|fwdbwd|forward SHAPES=1 TOP=40 npx tsx hack/tfjs-native/profile.ts
 import * as tf from "@tensorflow/tfjs";
+import { benchTrainStep, GR_D32_AT_64 } from "../../bench/trainStep.ts";
 import { type BackendChoice, startBackend } from "../../trainer/src/backend.ts";
 import { MergeVQTokenizer } from "../../trainer/src/tokenizer/mergevq.ts";
-import { NamedAdam } from "../../trainer/src/train/adam.ts";
 
 async function main(): Promise<void> {
   const backend = (process.env.B ?? "tensorflow") as BackendChoice;
   const BATCH = Number(process.env.BATCH ?? 8);
   const phase = process.env.PHASE ?? "step";
   await startBackend(backend);
-  const tok = new MergeVQTokenizer(
-    process.env.CFG === "GR"
-      ? ({ preset: "GR_d32", resolution: 64, mergeNum: 0, candDistribution: null, clsViewSize: 48 } as never)
-      : "T1",
-  );
+  const tok = new MergeVQTokenizer(process.env.CFG === "GR" ? (GR_D32_AT_64 as never) : "T1");
   const res = tok.config.resolution;
   const x = tf.randomUniform([BATCH, res, res, 3], -1, 1) as tf.Tensor4D;
-  const weights = tok.getWeights();
-  const vars = [...weights.values()];
-  const adam = new NamedAdam(weights, { beta1: 0.5, beta2: 0.9, eps: 1e-8 });
-  const lossOf = (): tf.Scalar => {
-    const out = tok.forward(x, { training: true });
-    return tf.addN([
-      tf.losses.meanSquaredError(x, out.recon),
-      tf.mul(out.losses.entropy, 0.1),
-      tf.mul(out.losses.commitment, 0.25),
-    ]) as tf.Scalar;
-  };
+  const train = benchTrainStep(tok, x);
+  const vars = tok.trainableVariables();
   const step = (): void => {
     if (phase === "forward") {
       tf.tidy(() => {
-        lossOf().dataSync();
+        train.lossOf().dataSync();
       });
       return;
     }
-    const { value, grads } = tf.variableGrads(lossOf, vars);
-    value.dataSync();
-    value.dispose();
-    const g = new Map([...weights].map(([n, v]) => [n, grads[v.name]]));
-    if (phase === "step") adam.step(g, 2e-4);
-    tf.dispose(Object.values(grads));
+    train.step(phase === "step" ? "step" : "fwdbwd");
     if (phase === "step") vars[0].dataSync();
   };
   step();
