@@ -87,10 +87,12 @@ cluster-down: ## Stop everything cluster-up started
 	hack/cluster-down.sh
 
 ##@ Images
-.PHONY: images
-IMAGE_REGISTRY ?= ghcr.io/mergevq-k8s
+.PHONY: images images-all
+IMAGE_REGISTRY ?= mergevq
 IMAGE_TAG ?= 0.1.0
-images: ## Build operator, trainer (CPU) and trainer-gpu (CUDA, tfjs-node-gpu) images with docker
-	docker build -f images/operator.Dockerfile -t $(IMAGE_REGISTRY)/operator:$(IMAGE_TAG) .
-	docker build -f images/trainer.Dockerfile -t $(IMAGE_REGISTRY)/trainer:$(IMAGE_TAG) .
-	docker build -f images/trainer-gpu.Dockerfile -t $(IMAGE_REGISTRY)/trainer-gpu:$(IMAGE_TAG) .
+IMAGES ?= operator trainer
+images: ## Build the operator and trainer (CPU) images with no registry (IMAGES=..., BASE_IMAGE=..., IMAGE_REGISTRY/TAG)
+	DOCKER="$$(hack/images/docker-engine.sh)" IMAGE_REGISTRY=$(IMAGE_REGISTRY) IMAGE_TAG=$(IMAGE_TAG) hack/images/build.sh $(IMAGES)
+
+images-all: ## Also build trainer-gpu (tfjs-node-gpu on the CUDA libtensorflow + NVIDIA wheels from PyPI, ~5 GB)
+	$(MAKE) images IMAGES="operator trainer trainer-gpu"

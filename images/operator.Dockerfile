@@ -1,15 +1,16 @@
-# Operator image: Node 20, production deps only, runs as non-root (65532) with a read-only root filesystem.
-FROM node:20-bookworm-slim AS deps
+# Operator image. Built by hack/images/build.sh (`make images`) from a staged context: bin/node (Node 24 LTS),
+# bin/tini (static), app/ = compiled JavaScript (dist/common, dist/operator) + only the operator's runtime
+# dependency closure (client-node, client-s3, pino, prom-client, yaml, zod). No RUN: the build needs no network
+# and no shell in the base, so any glibc base works (BASE_IMAGE; default: the repo's debootstrapped bookworm).
+ARG BASE_IMAGE=mergevq/base:bookworm
+FROM ${BASE_IMAGE}
+COPY bin/node bin/tini /usr/local/bin/
+COPY app /app
 WORKDIR /app
-COPY package.json package-lock.json .npmrc ./
-RUN npm ci --omit=dev --omit=optional --no-audit --no-fund
-
-FROM node:20-bookworm-slim
-WORKDIR /app
-ENV NODE_ENV=production
-COPY --from=deps /app/node_modules ./node_modules
-COPY package.json tsconfig.json ./
-COPY common ./common
-COPY operator ./operator
+# Non-root; the only writable path is the declared /tmp volume (the chart mounts an emptyDir there and sets
+# readOnlyRootFilesystem). HOME points into it for libraries that cache under ~.
+ENV NODE_ENV=production HOME=/tmp
 USER 65532:65532
-ENTRYPOINT ["node", "--import", "tsx", "operator/src/main.ts"]
+VOLUME ["/tmp"]
+# tini as PID 1: forwards SIGTERM to node (graceful shutdown, Lease release) and reaps zombies.
+ENTRYPOINT ["/usr/local/bin/tini", "--", "/usr/local/bin/node", "/app/dist/operator/src/main.js"]

@@ -1,15 +1,18 @@
-# Trainer image (NVIDIA): @tensorflow/tfjs-node-gpu on a CUDA 11.8 / cuDNN 8 base (libtensorflow 2.9.1 needs
-# CUDA 11.2+ and cuDNN 8.1+). Build on a host that can reach the libtensorflow download (install scripts enabled).
-FROM nvidia/cuda:11.8.0-cudnn8-runtime-ubuntu22.04
-RUN apt-get update && apt-get install -y --no-install-recommends curl ca-certificates build-essential python3 \
- && curl -fsSL https://deb.nodesource.com/setup_20.x | bash - && apt-get install -y nodejs && rm -rf /var/lib/apt/lists/*
+# Trainer image (NVIDIA GPU). Same layout as trainer.Dockerfile, with @tensorflow/tfjs-node-gpu built against
+# the CUDA libtensorflow 2.18 of PyPI's `tensorflow` wheel and the NVIDIA runtime libraries of the wheels that
+# wheel names (cuDNN, cuBLAS, cuFFT, …; hack/tfjs-native/build.sh --variant gpu) under /opt/nvidia. No
+# nvidia/cuda base: the driver (libcuda.so) comes from the node through the NVIDIA container runtime, as
+# for any CUDA image. Without a GPU libtensorflow runs its CPU kernels (and says it found no device).
+ARG BASE_IMAGE=mergevq/base:bookworm
+FROM ${BASE_IMAGE}
+COPY bin/node bin/tini /usr/local/bin/
+COPY nvidia /opt/nvidia
+COPY app /app
 WORKDIR /app
-COPY package.json package-lock.json .npmrc ./
-RUN npm ci --omit=dev --no-audit --no-fund --allow-scripts=@tensorflow/tfjs-node-gpu \
- && node -e "require('@tensorflow/tfjs-node-gpu')"
-COPY tsconfig.json ./
-COPY common ./common
-COPY trainer ./trainer
-ENV TFJS_BACKEND=tensorflow-gpu
+ENV NODE_ENV=production HOME=/tmp MERGEVQ_CACHE=/tmp/mergevq-cache TF_CPP_MIN_LOG_LEVEL=1 \
+    TFJS_BACKEND=tensorflow-gpu \
+    NVIDIA_VISIBLE_DEVICES=all NVIDIA_DRIVER_CAPABILITIES=compute,utility \
+    LD_LIBRARY_PATH=/opt/nvidia/lib
 USER 65532:65532
-ENTRYPOINT ["node", "--import", "tsx", "trainer/src/cli.ts"]
+VOLUME ["/tmp"]
+ENTRYPOINT ["/usr/local/bin/tini", "--", "/usr/local/bin/node", "/app/dist/trainer/src/cli.js"]

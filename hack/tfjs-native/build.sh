@@ -14,6 +14,10 @@
 #   hack/tfjs-native/build.sh --pkg-dir  print package dir only (no build)
 #   hack/tfjs-native/build.sh --check    exit 0 when a complete build for these versions is present
 #   hack/tfjs-native/build.sh --force    rebuild even when present
+#   hack/tfjs-native/build.sh --variant gpu [...]
+#       @tensorflow/tfjs-node-gpu against the CUDA libtensorflow of PyPI's tensorflow wheel, plus the NVIDIA
+#       runtime wheels that wheel names in its `and-cuda` extra (extracted to <dest>/nvidia/<wheel>/lib; the
+#       trainer-gpu image puts them on LD_LIBRARY_PATH). Cached at .../tfjs-node/<version>-gpu/.
 #
 # Why the wheel, and why it is ABI-safe: see hack/tfjs-native/README.md.
 set -euo pipefail
@@ -29,11 +33,30 @@ TF_VERSION="${TF_VERSION:-2.18.0}"
 TF_WHEEL_PY="${TF_WHEEL_PY:-3.11}" # any supported CPython tag: the C/C++ libs in the wheel do not link libpython
 NAPI_VERSION=8                    # highest napi version tfjs-node 4.22 lists in package.json "binary"
 
+VARIANT=cpu
+args=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --variant) VARIANT="$2"; shift 2 ;;
+    --variant=*) VARIANT="${1#--variant=}"; shift ;;
+    *) args+=("$1"); shift ;;
+  esac
+done
+set -- "${args[@]+"${args[@]}"}"
+case "$VARIANT" in
+  cpu) NPM_PKG=tfjs-node WHEEL_PKG=tensorflow-cpu SUFFIX="" ;;
+  gpu) NPM_PKG=tfjs-node-gpu WHEEL_PKG=tensorflow SUFFIX="-gpu" ;;
+  *) echo "tfjs-native: --variant must be cpu or gpu, got '$VARIANT'" >&2; exit 2 ;;
+esac
+WHEEL_FILE_PREFIX="${WHEEL_PKG//-/_}"
+
 CACHE_ROOT="${MERGEVQ_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/mergevq}"
 BASE="$CACHE_ROOT/tfjs-node"
-DEST="$BASE/$TFJS_NODE_VERSION"
-PKG="$DEST/node_modules/@tensorflow/tfjs-node"
+DEST="$BASE/$TFJS_NODE_VERSION$SUFFIX"
+PKG="$DEST/node_modules/@tensorflow/$NPM_PKG"
 INFO="$PKG/BUILD-INFO.json"
+# Downloaded wheels are kept (the GPU set is ~2.5 GB): a rebuild or a second image build reuses them.
+WHEELS="$CACHE_ROOT/wheels"
 
 log() { printf '[tfjs-native %5ss] %s\n' "$SECONDS" "$*" >&2; }
 die() { printf 'tfjs-native: %s\n' "$*" >&2; exit 1; }
@@ -54,11 +77,11 @@ esac
 
 [ "$(uname -s)-$(uname -m)" = "Linux-x86_64" ] || die "only linux x86_64 is supported (wheel platform manylinux2014_x86_64)"
 mkdir -p "$BASE"
-exec 9>"$BASE/.lock"
+exec 9>"$BASE/.lock$SUFFIX"
 flock 9 # one build at a time per cache (other clones/engineers share it)
 
 if [ "$force" = 0 ] && complete; then
-  log "present: tfjs-node $TFJS_NODE_VERSION + libtensorflow $TF_VERSION"
+  log "present: $NPM_PKG $TFJS_NODE_VERSION + libtensorflow $TF_VERSION ($WHEEL_PKG)"
   echo "$PKG"
   exit 0
 fi
@@ -72,26 +95,73 @@ NODEDIR="${NODEDIR:-$(dirname "$(dirname "$NODE_BIN")")}"
 NODE_GYP="${NODE_GYP:-$(npm root -g)/npm/node_modules/node-gyp/bin/node-gyp.js}"
 [ -f "$NODE_GYP" ] || die "node-gyp not found at $NODE_GYP (set NODE_GYP=path/to/node-gyp.js)"
 
-STAGE="$(mktemp -d "$BASE/.stage-$TFJS_NODE_VERSION.XXXXXX")"
+STAGE="$(mktemp -d "$BASE/.stage-$TFJS_NODE_VERSION$SUFFIX.XXXXXX")"
 trap 'rm -rf "$STAGE"' EXIT
 
-# 1. libtensorflow from PyPI: tensorflow-cpu wheel (headers + libtensorflow_cc.so.2 + libtensorflow_framework.so.2).
-log "pip download tensorflow-cpu==$TF_VERSION (~230 MB, manylinux2014_x86_64)"
-python3 -m pip download --quiet --disable-pip-version-check --no-deps --only-binary=:all: \
-  --platform manylinux2014_x86_64 --python-version "$TF_WHEEL_PY" "tensorflow-cpu==$TF_VERSION" -d "$STAGE/wheel" >&2
-WHEEL="$(ls "$STAGE"/wheel/tensorflow_cpu-"$TF_VERSION"-*.whl)"
+pip_download() { # requirement… → into $WHEELS (kept)
+  mkdir -p "$WHEELS"
+  python3 -m pip download --quiet --disable-pip-version-check --no-deps --only-binary=:all: \
+    --platform manylinux2014_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
+    --python-version "$TF_WHEEL_PY" "$@" -d "$WHEELS" >&2
+}
 
-log "npm install --ignore-scripts @tensorflow/tfjs-node@$TFJS_NODE_VERSION"
+# 1. libtensorflow from PyPI: the tensorflow-cpu (or CUDA tensorflow) wheel: headers + libtensorflow_cc.so.2 +
+#    libtensorflow_framework.so.2.
+log "pip download $WHEEL_PKG==$TF_VERSION ($([ "$VARIANT" = gpu ] && echo '~620' || echo '~230') MB, manylinux2014_x86_64)"
+pip_download "$WHEEL_PKG==$TF_VERSION"
+WHEEL="$(ls "$WHEELS"/"$WHEEL_FILE_PREFIX"-"$TF_VERSION"-*.whl | head -1)"
+
+log "npm install --ignore-scripts @tensorflow/$NPM_PKG@$TFJS_NODE_VERSION"
 mkdir -p "$STAGE/root"
 printf '{"name":"mergevq-tfjs-node-cache","private":true}\n' >"$STAGE/root/package.json"
 (cd "$STAGE/root" && npm install --silent --ignore-scripts --no-audit --no-fund --no-package-lock \
-  "@tensorflow/tfjs-node@$TFJS_NODE_VERSION" >&2)
-SPKG="$STAGE/root/node_modules/@tensorflow/tfjs-node"
+  "@tensorflow/$NPM_PKG@$TFJS_NODE_VERSION" >&2)
+SPKG="$STAGE/root/node_modules/@tensorflow/$NPM_PKG"
 # The repo's @tensorflow/tfjs answers tfjs-node's require("@tensorflow/tfjs"/"-core") at run time; a second
 # copy here would re-register every cpu/webgl kernel and split the io registries, so it is removed.
 for d in "$STAGE"/root/node_modules/@tensorflow/*; do
-  [ "$(basename "$d")" = tfjs-node ] || rm -rf "$d"
+  [ "$(basename "$d")" = "$NPM_PKG" ] || rm -rf "$d"
 done
+
+# GPU: the NVIDIA runtime wheels the tensorflow wheel itself names (METADATA `Requires-Dist: … extra == "and-cuda"`),
+# at exactly those versions; their shared libraries go to $DEST/nvidia/<name>/lib.
+NVIDIA_LIBS=""
+if [ "$VARIANT" = gpu ]; then
+  mapfile -t reqs < <(python3 - "$WHEEL" <<'PY'
+import sys, zipfile, re
+with zipfile.ZipFile(sys.argv[1]) as z:
+    meta = next(n for n in z.namelist() if n.endswith(".dist-info/METADATA"))
+    for line in z.read(meta).decode().splitlines():
+        m = re.match(r"Requires-Dist: (nvidia-[a-z0-9-]+) ?\(?(==[0-9.]+)\)? ?; .*extra == .and-cuda.", line)
+        if m:
+            print(m.group(1) + m.group(2))
+PY
+)
+  [ ${#reqs[@]} -gt 0 ] || die "$(basename "$WHEEL") names no and-cuda NVIDIA wheels"
+  log "pip download ${#reqs[@]} NVIDIA runtime wheels named by $(basename "$WHEEL"): ${reqs[*]}"
+  pip_download "${reqs[@]}"
+  mkdir -p "$STAGE/nvidia"
+  for r in "${reqs[@]}"; do
+    name="${r%%==*}" ver="${r#*==}"
+    whl="$(ls "$WHEELS"/"${name//-/_}"-"$ver"-*.whl | head -1)"
+    python3 - "$whl" "$STAGE/nvidia/$name" <<'PY'
+import sys, zipfile, os, shutil
+whl, out = sys.argv[1], sys.argv[2]
+with zipfile.ZipFile(whl) as z:
+    for m in z.infolist():
+        # nvidia/<component>/lib/*.so*: the runtime libraries (headers, static libs and binaries are left out)
+        parts = m.filename.split("/")
+        if len(parts) >= 4 and parts[0] == "nvidia" and parts[2] == "lib" and ".so" in parts[-1] and not m.is_dir():
+            dst = os.path.join(out, "lib", parts[-1])
+            os.makedirs(os.path.dirname(dst), exist_ok=True)
+            with z.open(m) as s, open(dst, "wb") as d:
+                shutil.copyfileobj(s, d, 1 << 20)
+PY
+    [ -d "$STAGE/nvidia/$name/lib" ] && NVIDIA_LIBS="$NVIDIA_LIBS:$DEST/nvidia/$name/lib"
+  done
+  NVIDIA_LIBS="${NVIDIA_LIBS#:}"
+  printf '%s\n' "${reqs[@]}" >"$STAGE/nvidia/REQUIREMENTS.txt"
+fi
 
 log "extracting libtensorflow + C API headers from $(basename "$WHEEL")"
 python3 - "$WHEEL" "$SPKG/deps" <<'PY'
@@ -122,7 +192,6 @@ if missing:
     sys.exit(f"wheel lacks {missing}")
 print(f"extracted {n} files", file=sys.stderr)
 PY
-rm -rf "$STAGE/wheel"
 # binding.gyp links -ltensorflow -ltensorflow_framework with rpath $ORIGIN/../../deps/lib. libtensorflow.so points
 # at libtensorflow_cc.so.2, which carries the whole C + eager C API (TF_*, TFE_*); its SONAME is what the addon
 # records as NEEDED, so the symlinks only matter at link time.
@@ -144,15 +213,19 @@ exported="$(nm -D --defined-only "$SPKG/deps/lib/libtensorflow_cc.so.2" "$SPKG/d
 unresolved="$(comm -23 <(echo "$undefined") <(echo "$exported"))"
 [ -z "$unresolved" ] || die "addon imports TF symbols the libraries do not export: $unresolved"
 nsym="$(echo "$undefined" | wc -l)"
+# The CUDA libraries are dlopen'ed by libtensorflow only when a GPU is used; loading needs none of them.
 TF_RUNTIME="$(node -p "require('$BINDING').TF_Version")"
 log "addon loads; $nsym TF_*/TFE_* imports all resolve; TF_Version() = $TF_RUNTIME"
 
 cat >"$SPKG/BUILD-INFO.json" <<EOF
 {
+  "package": "@tensorflow/$NPM_PKG",
+  "variant": "$VARIANT",
   "tfjsNode": "$TFJS_NODE_VERSION",
   "tensorflow": "$TF_VERSION",
   "tensorflowRuntime": "$TF_RUNTIME",
-  "source": "pypi:tensorflow-cpu==$TF_VERSION ($(basename "$WHEEL"))",
+  "source": "pypi:$WHEEL_PKG==$TF_VERSION ($(basename "$WHEEL"))",
+  "nvidiaLibraryPath": "$NVIDIA_LIBS",
   "napi": $NAPI_VERSION,
   "node": "$(node --version)",
   "tfImports": $nsym,
@@ -164,6 +237,7 @@ EOF
 rm -rf "$DEST.old"
 [ -e "$DEST" ] && mv "$DEST" "$DEST.old"
 mv "$STAGE/root" "$DEST"
+[ -d "$STAGE/nvidia" ] && mv "$STAGE/nvidia" "$DEST/nvidia"
 rm -rf "$DEST.old"
 log "done in ${SECONDS}s: $PKG"
 echo "$PKG"
