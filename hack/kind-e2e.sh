@@ -1,28 +1,97 @@
 #!/usr/bin/env bash
-# Hosts with Docker: create a kind cluster, build and load the images, install MinIO and the chart, then run
-# the SAME e2e suite the local control plane runs (suites read only KUBECONFIG and the S3 env variables).
-# Cannot run on machines without a Docker engine.
+# The real-kubelet tier: a multi-node kind cluster (1 control plane + 2 workers) on a node image assembled here
+# (hack/kind/node-image.sh), the project's images built here (hack/images/build.sh) and loaded into the nodes,
+# MinIO in the cluster, the chart installed with Helm by the suites, and then
+#   test/e2e      the same e2e suite the local control plane runs (tokenizer → AR → SamplingJob by reference)
+#   test/kind     what only containers on a real kubelet can show (resilience, signals, images, GPU profile)
+# Works on a fresh machine: starts a Docker engine when none answers (installing Debian's docker.io as root).
+# Everything expensive is cached under ~/.cache/mergevq. Env: KIND_CLUSTER (name), KEEP_CLUSTER=1 (leave it up),
+# KIND_SUITES ("e2e kind" by default), BENCH_OUT (append kind bench JSON lines there).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-command -v docker >/dev/null && docker info >/dev/null 2>&1 || { echo "kind-e2e: needs a running Docker engine" >&2; exit 1; }
-command -v kind >/dev/null || go install sigs.k8s.io/kind@v0.30.0
-KIND="$(command -v kind || echo "$(go env GOPATH)/bin/kind")"
-BIN="$(hack/toolchain.sh --bin-dir)"; hack/toolchain.sh helm >/dev/null; hack/toolchain.sh k8s >/dev/null
+REPO="$PWD"
+t0=$SECONDS
+say() { printf '[kind-e2e %5ss] %s\n' "$((SECONDS - t0))" "$*" >&2; }
+bench() { [ -z "${BENCH_OUT:-}" ] || printf '{"bench":"kind","metric":"%s","value":%s,"unit":"%s","config":"%s"}\n' "$1" "$2" "$3" "${4:-3 nodes}" >>"$BENCH_OUT"; }
 NAME="${KIND_CLUSTER:-mergevq-e2e}"
-TAG="e2e"
-export KUBECONFIG="$(mktemp -d)/kubeconfig"
-cleanup() { [ -n "${KEEP_CLUSTER:-}" ] || "$KIND" delete cluster --name "$NAME" >/dev/null 2>&1 || true; }
+TAG=e2e
+CACHE_ROOT="${MERGEVQ_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/mergevq}"
+KIND_VERSION="${KIND_VERSION:-v0.32.0}"
+
+export DOCKER; DOCKER="$(hack/images/docker-engine.sh)"
+make -s setup >/dev/null
+BIN="$(hack/toolchain.sh --bin-dir)"
+export PATH="$BIN:$PATH" KUBECTL="$BIN/kubectl"
+
+# kind, built from the Go module proxy; a `docker` shim adds the runtime wrapper on VMs that need it.
+KIND_BIN="$CACHE_ROOT/kind/bin"
+export KIND="$KIND_BIN/kind-$KIND_VERSION"
+if [ ! -x "$KIND" ]; then
+  say "go install sigs.k8s.io/kind@$KIND_VERSION"
+  mkdir -p "$KIND_BIN/.gobin"
+  GOBIN="$KIND_BIN/.gobin" CGO_ENABLED=0 go install -trimpath "sigs.k8s.io/kind@$KIND_VERSION"
+  mv "$KIND_BIN/.gobin/kind" "$KIND"
+fi
+SHIM="$CACHE_ROOT/kind/shim"; mkdir -p "$SHIM"
+if "$DOCKER" info --format '{{json .Runtimes}}' | grep -q mergevq-runc; then
+  printf '#!/bin/sh\n# kind runs nodes --privileged; route them through the capability-fixing runtime (hack/kind/runc-wrapper.sh)\nif [ "$1" = run ]; then shift; exec %s run --runtime=mergevq-runc "$@"; fi\nexec %s "$@"\n' "$DOCKER" "$DOCKER" >"$SHIM/docker"
+else
+  printf '#!/bin/sh\nexec %s "$@"\n' "$DOCKER" >"$SHIM/docker"
+fi
+chmod +x "$SHIM/docker"
+kind() { PATH="$SHIM:$PATH" "$KIND" "$@"; }
+
+s=$SECONDS; NODE_IMAGE="$(hack/kind/node-image.sh)"; bench node_image_seconds $((SECONDS - s)) s "$NODE_IMAGE"
+say "node image $NODE_IMAGE"
+s=$SECONDS
+IMAGE_REGISTRY=mergevq IMAGE_TAG=$TAG hack/images/build.sh operator trainer >/dev/null
+d="$(mktemp -d)"; cp "$BIN/minio" "$d/"; printf 'FROM scratch\nCOPY minio /usr/local/bin/minio\nENTRYPOINT ["/usr/local/bin/minio"]\n' >"$d/Dockerfile"
+"$DOCKER" build -q -t mergevq/minio:$TAG "$d" >/dev/null; rm -rf "$d"
+bench images_seconds $((SECONDS - s)) s "operator trainer minio"
+for img in operator trainer; do
+  bench image_size "$(( $("$DOCKER" image inspect -f '{{.Size}}' "mergevq/$img:$TAG") / 1000000 ))" MB "$img"
+done
+
+export KUBECONFIG="$CACHE_ROOT/kind/$NAME.kubeconfig"
+PF=""
+cleanup() {
+  [ -z "$PF" ] || kill "$PF" 2>/dev/null || true
+  if [ -z "${KEEP_CLUSTER:-}" ]; then kind delete cluster --name "$NAME" >/dev/null 2>&1 || true; else say "cluster kept: export KUBECONFIG=$KUBECONFIG"; fi
+}
 trap cleanup EXIT
-"$KIND" create cluster --name "$NAME" --kubeconfig "$KUBECONFIG" --wait 120s
-make images IMAGE_TAG="$TAG"
-for img in operator trainer; do "$KIND" load docker-image --name "$NAME" "ghcr.io/mergevq-k8s/$img:$TAG"; done
-"$BIN/kubectl" apply -f hack/kind/minio.yaml
-"$BIN/kubectl" -n mergevq-system rollout status deploy/minio --timeout=180s
-"$BIN/kubectl" -n mergevq-system port-forward svc/minio 19000:9000 >/dev/null 2>&1 &
-PF=$!; trap 'kill $PF 2>/dev/null || true; cleanup' EXIT
-"$BIN/helm" install mergevq charts/mergevq-operator -n mergevq-system --create-namespace \
-  --set image.tag="$TAG" --set trainer.image="ghcr.io/mergevq-k8s/trainer:$TAG" \
-  --set s3.endpoint=http://minio.mergevq-system.svc:9000 --wait
+kind delete cluster --name "$NAME" >/dev/null 2>&1 || true
+s=$SECONDS
+say "kind create cluster $NAME (1 control plane + 2 workers)"
+kind create cluster --name "$NAME" --image "$NODE_IMAGE" --config hack/kind/cluster.yaml --kubeconfig "$KUBECONFIG" --retain >&2
+hack/kind/cni.sh "$NAME"
+kubectl wait --for=condition=Ready nodes --all --timeout=180s >&2
+kubectl -n kube-system rollout status deploy/coredns --timeout=180s >&2
+bench cluster_create_seconds $((SECONDS - s)) s
+kubectl get nodes -o wide >&2
+s=$SECONDS
+workers="$(kind get nodes --name "$NAME" | grep -v control-plane | paste -sd,)"
+for img in operator trainer minio; do kind load docker-image --name "$NAME" --nodes "$workers" "mergevq/$img:$TAG" >&2; done
+bench image_load_seconds $((SECONDS - s)) s "operator trainer minio → 2 workers"
+say "images loaded into $workers"
+
+kubectl apply -f hack/kind/minio.yaml >&2
+kubectl -n mergevq-system rollout status deploy/minio --timeout=180s >&2
+kubectl -n mergevq-system port-forward svc/minio 19000:9000 >/dev/null 2>&1 &
+PF=$!
+for _ in $(seq 1 30); do curl -fsS http://127.0.0.1:19000/minio/health/ready >/dev/null 2>&1 && break; sleep 1; done
+
+# The suites read the cluster from KUBECONFIG and S3 from these (host side through the port-forward; pods use
+# the in-cluster Service), and install the chart with the locally built images.
 export MERGEVQ_S3_ENDPOINT=http://127.0.0.1:19000 AWS_ACCESS_KEY_ID=mergevq AWS_SECRET_ACCESS_KEY=mergevq-e2e-secret AWS_REGION=us-east-1
-export MERGEVQ_E2E_OPERATOR=installed MERGEVQ_E2E_S3_ENDPOINT_IN_CLUSTER=http://minio.mergevq-system.svc:9000
-node --import tsx --test --test-reporter=spec --test-concurrency=1 $(find test/e2e -name '*.test.ts' | sort)
+export MERGEVQ_S3_ENDPOINT_IN_CLUSTER=http://minio.mergevq-system.svc:9000
+export MERGEVQ_HELM_SET="image.repository=mergevq/operator,image.tag=$TAG,trainer.image=mergevq/trainer:$TAG"
+export MERGEVQ_KIND_CLUSTER="$NAME"
+NODE_TEST=(node --import tsx --test --test-reporter=spec --test-concurrency=1)
+for suite in ${KIND_SUITES:-e2e kind}; do
+  s=$SECONDS
+  say "suite test/$suite on kind"
+  "${NODE_TEST[@]}" $(find "test/$suite" -name '*.test.ts' | sort)
+  bench "suite_${suite}_seconds" $((SECONDS - s)) s
+done
+bench kind_e2e_seconds $((SECONDS - t0)) s
+say "kind-e2e passed in $((SECONDS - t0)) s"

@@ -32,6 +32,7 @@ export const ENV = {
   CHECKPOINT_DIR: "CHECKPOINT_DIR", // s3:// or file:// prefix
   CHECKPOINT_INTERVAL: "CHECKPOINT_INTERVAL", // optimiser steps
   CHECKPOINT_KEEP_LAST: "CHECKPOINT_KEEP_LAST",
+  CHECKPOINT_SAVE_ON_SIGTERM: "CHECKPOINT_SAVE_ON_SIGTERM", // "true" | "false": checkpoint at the next step, exit 143
   RESUME_FROM: "RESUME_FROM", // checkpoint URI, set on restart/resume
   STATUS_URI: "MERGEVQ_STATUS_URI", // prefix for progress.json / metrics.json
   MODEL_CONFIG: "MERGEVQ_MODEL_CONFIG", // JSON of spec.model

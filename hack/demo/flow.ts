@@ -22,7 +22,12 @@ const VERSION = "v1alpha1";
 
 export interface DemoEnv {
   kubeconfig: string;
+  /** S3 as this process reaches it. */
   s3Endpoint: string;
+  /** S3 as pods reach it (kind: the in-cluster Service; the local cluster: the same loopback address). */
+  s3EndpointInCluster: string;
+  /** Extra `helm --set` values (kind: the locally built images), from MERGEVQ_HELM_SET (comma-separated). */
+  helmSet: string[];
   binDir: string;
 }
 
@@ -35,6 +40,11 @@ export function demoEnv(): DemoEnv {
   return {
     kubeconfig: need("KUBECONFIG"),
     s3Endpoint: need("MERGEVQ_S3_ENDPOINT"),
+    s3EndpointInCluster: process.env.MERGEVQ_S3_ENDPOINT_IN_CLUSTER || need("MERGEVQ_S3_ENDPOINT"),
+    helmSet: (process.env.MERGEVQ_HELM_SET ?? "")
+      .split(",")
+      .map((x) => x.trim())
+      .filter(Boolean),
     binDir: execFileSync(path.join(REPO, "hack/toolchain.sh"), ["--bin-dir"], { encoding: "utf8" }).trim(),
   };
 }
@@ -59,9 +69,10 @@ export function installOperator(env: DemoEnv, opts: { namespace?: string; releas
         ns,
         "--create-namespace",
         "--set",
-        `s3.endpoint=${env.s3Endpoint}`,
+        `s3.endpoint=${env.s3EndpointInCluster}`,
         "--set",
         "logLevel=info",
+        ...env.helmSet.flatMap((v) => ["--set", v]),
         "--wait",
         "--timeout",
         "4m",

@@ -37,6 +37,7 @@ import {
   CliError,
   type CliResult,
   dispatchStage2,
+  installSigtermCheckpoint,
   intFlag,
   joinProcessGroup,
   parseFlags,
@@ -57,6 +58,7 @@ import { ContractConfigError, modelFromContract, trainFromContract } from "./tra
 import { type BatchSource, disposeBatch } from "./train/localFolder.ts";
 import { nonFiniteReport, writeMetricsJson, writeTermination } from "./train/report.ts";
 import { buildTrainer } from "./train/setup.ts";
+import { TerminatedBySignal } from "./train/stopSignal.ts";
 import { joinUri, storageFor, toLocalPath, uriScheme } from "./train/storage.ts";
 import { NonFiniteLossError, type TokenizerTrainer } from "./train/tokenizerTrainer.ts";
 
@@ -228,6 +230,7 @@ export async function main(argv: string[], log?: Logger): Promise<CliResult> {
   const images = intFlag("images", values.images, 1);
 
   if (command === "train") {
+    installSigtermCheckpoint(env, logger);
     const resume = await resumeFrom(values.resume, env, checkpointDir);
     if (resume) await trainer.resume(resume);
     let pg: ProcessGroup | undefined;
@@ -500,7 +503,7 @@ if (import.meta.url === `file://${process.argv[1]}` || process.argv[1]?.endsWith
     },
     (e: Error) => {
       process.stderr.write(`error: ${e.message}\n`);
-      process.exit(e instanceof CliError ? 2 : 1);
+      process.exit(e instanceof CliError ? 2 : e instanceof TerminatedBySignal ? e.exitCode : 1);
     },
   );
 }

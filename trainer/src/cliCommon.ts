@@ -9,6 +9,7 @@ import { envInt, envUri } from "../../common/src/env.ts";
 import type { Logger } from "../../common/src/logger.ts";
 import { configHash, initProcessGroup, type ProcessGroup } from "./dist/processGroup.ts";
 import { latestCheckpoint } from "./train/checkpoint.ts";
+import { stopSignal } from "./train/stopSignal.ts";
 import { joinUri, registerS3FromDataPlane, uriScheme } from "./train/storage.ts";
 
 export class CliError extends Error {
@@ -100,6 +101,7 @@ export const TRAINING_ENV = {
   [ENV.CHECKPOINT_DIR]: envUri().optional(),
   [ENV.CHECKPOINT_INTERVAL]: envInt({ min: 0 }).optional(),
   [ENV.CHECKPOINT_KEEP_LAST]: envInt({ min: 0 }).optional(),
+  [ENV.CHECKPOINT_SAVE_ON_SIGTERM]: z.enum(["true", "false"]).optional(),
   [ENV.RESUME_FROM]: envUri().optional(),
   [ENV.STATUS_URI]: envUri().optional(),
   [ENV.TERMINATION_MESSAGE_PATH]: z.string().optional(),
@@ -155,6 +157,18 @@ export async function resumeFrom(
 }
 
 /**
+ * Checkpoint on SIGTERM (CHECKPOINT_SAVE_ON_SIGTERM, default "true"): install the handler before the process
+ * group exists, so the group leaves SIGTERM to the training loop (train/stopSignal.ts).
+ */
+export function installSigtermCheckpoint(env: { [ENV.CHECKPOINT_SAVE_ON_SIGTERM]?: string }, log: Logger): void {
+  if (env[ENV.CHECKPOINT_SAVE_ON_SIGTERM] === "false") return;
+  stopSignal.install(() => {
+    log.warn("SIGTERM outside the training loop: nothing to checkpoint, exiting 143");
+    process.exit(143);
+  });
+}
+
+/**
  * WORLD_SIZE > 1: rendezvous (`hashed` = everything that must match across ranks), attach the group to the
  * trainer and make every rank hold rank 0's state. Returns the group (close it after training).
  */
@@ -163,7 +177,14 @@ export async function joinProcessGroup(
   hashed: unknown,
   log: Logger,
 ): Promise<ProcessGroup> {
-  const pg = await initProcessGroup({ configHash: configHash(hashed), step: trainer.step, log });
+  // With the SIGTERM checkpoint handler installed, the group must not tear itself down on SIGTERM: the loop
+  // stops every rank at one step boundary instead (train/stopSignal.ts).
+  const pg = await initProcessGroup({
+    configHash: configHash(hashed),
+    step: trainer.step,
+    log,
+    handleSignals: !stopSignal.installed,
+  });
   log.info({ rank: pg.rank, worldSize: pg.worldSize, neighbours: pg.neighbours }, "process group ready");
   trainer.attachProcessGroup(pg);
   await trainer.syncFromRank0();

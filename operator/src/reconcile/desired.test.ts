@@ -89,6 +89,7 @@ test("exact env contract of rank 1 (order included)", () => {
       "CHECKPOINT_DIR",
       "CHECKPOINT_INTERVAL",
       "CHECKPOINT_KEEP_LAST",
+      "CHECKPOINT_SAVE_ON_SIGTERM",
       "RESUME_FROM",
       "MERGEVQ_STATUS_URI",
       "MERGEVQ_MODEL_CONFIG",
@@ -117,6 +118,7 @@ test("exact env contract of rank 1 (order included)", () => {
   assert.equal(v.MERGEVQ_ATTEMPT, "3");
   assert.equal(v.RESUME_FROM, "s3://ckpt/t/step-40");
   assert.equal(v.CHECKPOINT_DIR, "s3://ckpt/t");
+  assert.equal(v.CHECKPOINT_SAVE_ON_SIGTERM, "true", "spec.checkpoint.saveOnSigterm defaults to true");
   assert.equal(v.MERGEVQ_STATUS_URI, "s3://ckpt/t/status");
   assert.equal(v.AWS_ENDPOINT_URL, "http://minio.example:9000");
   assert.equal(JSON.parse(v.MERGEVQ_MODEL_CONFIG!).preset, "T0");

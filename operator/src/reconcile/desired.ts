@@ -169,6 +169,7 @@ export function runEnv(run: Run, inputs: AttemptInputs, statusPrefix: string): V
     { name: ENV.CHECKPOINT_DIR, value: spec.checkpoint.uri },
     { name: ENV.CHECKPOINT_INTERVAL, value: String(spec.checkpoint.intervalSteps) },
     { name: ENV.CHECKPOINT_KEEP_LAST, value: String(spec.checkpoint.keepLast) },
+    { name: ENV.CHECKPOINT_SAVE_ON_SIGTERM, value: String(spec.checkpoint.saveOnSigterm ?? true) },
   );
   if (inputs.resumeFrom) env.push({ name: ENV.RESUME_FROM, value: inputs.resumeFrom });
   env.push({ name: ENV.STATUS_URI, value: statusPrefix });

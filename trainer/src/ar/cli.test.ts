@@ -284,3 +284,103 @@ test("train-ar with WORLD_SIZE 2 (two rank processes, real process group): rank 
   const common = byRank[0].order.filter((i) => byRank[1].order.includes(i));
   assert.equal(common.length, 0);
 });
+
+test("SIGTERM to one of two ranks (pod deletion): both stop at one step boundary, rank 0 checkpoints that step, exit 143; the next attempt resumes from it", async () => {
+  const base = await mkdtemp(path.join(os.tmpdir(), "ar-cli-sigterm-"));
+  const env = (steps: number, extra: Record<string, string> = {}) => ({
+    MERGEVQ_MODEL_CONFIG: JSON.stringify({ size: "tiny", numClasses: 10 }),
+    MERGEVQ_TRAIN_CONFIG: JSON.stringify({ steps, batchSize: 2, learningRate: 1e-3, seed: 3, logEverySteps: 1 }),
+    MERGEVQ_TOKENIZER_CHECKPOINT: tokenizer,
+    DATASET_URI: photos,
+    CHECKPOINT_DIR: `file://${base}/ckpt`,
+    CHECKPOINT_INTERVAL: "0", // no periodic checkpoints: the only one before the end is the SIGTERM one
+    MERGEVQ_STATUS_URI: `file://${base}/status`,
+    TERMINATION_MESSAGE_PATH: path.join(base, "termination-log"),
+    LOG_LEVEL: "info",
+    ...extra,
+  });
+  const start = async (e: Record<string, string>) => {
+    const ip = loopbackBlock();
+    const port = await freePort(ip(0));
+    return [0, 1].map((r) =>
+      spawnNode(
+        path.join(ROOT, "trainer/src/cli.ts"),
+        ["train-ar"],
+        { ...cleanEnv(e), ...rendezvousEnv({ nnodes: 2, nodeRank: r, masterAddr: ip(0), port, podIp: ip(r) }) },
+        r,
+      ),
+    );
+  };
+  const first = await start(env(10_000, { MERGEVQ_ATTEMPT: "1" }));
+  let stoppedAt = -1;
+  try {
+    await first[0].line((o) => o.msg === "train progress" && Number(o.step) >= 3);
+    first[1].child.kill("SIGTERM"); // what the kubelet does to a deleted pod
+    const codes = await Promise.all(first.map((p) => p.exited));
+    assert.deepEqual(
+      codes.map((c) => c.code),
+      [143, 143],
+      first.map((p) => p.stderr.slice(-1500)).join("\n---\n"),
+    );
+    const stop = await first[0].line((o) => o.msg === "SIGTERM: checkpoint saved, stopping");
+    stoppedAt = Number(stop.step);
+    const stop1 = await first[1].line((o) => o.msg === "SIGTERM: checkpoint saved, stopping");
+    assert.equal(Number(stop1.step), stoppedAt, "both ranks stop at the same step");
+  } finally {
+    killAll(first);
+  }
+  assert.ok(stoppedAt >= 3 && stoppedAt < 10_000, `stopped at ${stoppedAt}`);
+  const progress = Progress.parse(JSON.parse(readFileSync(path.join(base, "status/progress.json"), "utf8")));
+  assert.equal(progress.step, stoppedAt);
+  assert.match(progress.lastCheckpoint ?? "", new RegExp(`step-${String(stoppedAt).padStart(9, "0")}\\.ckpt$`));
+  const ckpt = await loadCheckpoint(progress.lastCheckpoint as string);
+  assert.equal(ckpt.meta.step, stoppedAt);
+  assert.equal((ckpt.meta.dataByRank as unknown[]).length, 2, "the SIGTERM checkpoint holds both ranks' data states");
+  assert.ok(!existsSync(path.join(base, "termination-log")), "a stopped attempt writes no final report");
+
+  // The operator's next attempt: RESUME_FROM = progress.json's lastCheckpoint, runs to the end.
+  const second = await start(
+    env(stoppedAt + 2, { MERGEVQ_ATTEMPT: "2", RESUME_FROM: progress.lastCheckpoint as string }),
+  );
+  try {
+    const codes = await Promise.all(second.map((p) => p.exited));
+    assert.deepEqual(
+      codes.map((c) => c.code),
+      [0, 0],
+      second.map((p) => p.stderr.slice(-1500)).join("\n---\n"),
+    );
+  } finally {
+    killAll(second);
+  }
+  const msg = FinalReport.parse(JSON.parse(readFileSync(path.join(base, "termination-log"), "utf8")));
+  assert.equal(msg.step, stoppedAt + 2);
+});
+
+test("CHECKPOINT_SAVE_ON_SIGTERM=false: SIGTERM ends the run at once without a checkpoint", async () => {
+  const base = await mkdtemp(path.join(os.tmpdir(), "ar-cli-nosigterm-"));
+  const p = spawnNode(
+    path.join(ROOT, "trainer/src/cli.ts"),
+    ["train-ar"],
+    cleanEnv({
+      MERGEVQ_MODEL_CONFIG: JSON.stringify({ size: "tiny", numClasses: 10 }),
+      MERGEVQ_TRAIN_CONFIG: JSON.stringify({ steps: 10_000, batchSize: 2, seed: 3, logEverySteps: 1 }),
+      MERGEVQ_TOKENIZER_CHECKPOINT: tokenizer,
+      DATASET_URI: photos,
+      CHECKPOINT_DIR: `file://${base}/ckpt`,
+      CHECKPOINT_INTERVAL: "0",
+      CHECKPOINT_SAVE_ON_SIGTERM: "false",
+      MERGEVQ_STATUS_URI: `file://${base}/status`,
+      MERGEVQ_ATTEMPT: "1",
+      LOG_LEVEL: "info",
+    }),
+  );
+  try {
+    await p.line((o) => o.msg === "train progress" && Number(o.step) >= 2);
+    p.child.kill("SIGTERM");
+    const { code } = await p.exited;
+    assert.equal(code, 143);
+  } finally {
+    killAll([p]);
+  }
+  assert.ok(!existsSync(path.join(base, "ckpt")) || readdirSync(path.join(base, "ckpt")).length === 0);
+});

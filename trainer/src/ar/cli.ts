@@ -28,6 +28,7 @@ import { selectBackend } from "../backend.ts";
 import {
   CliError,
   type CliResult,
+  installSigtermCheckpoint,
   intFlag,
   joinProcessGroup,
   numberFlag,
@@ -252,6 +253,7 @@ export async function arMain(argv: string[], log?: Logger): Promise<CliResult> {
   const { trainer } = built;
   const notes = [...built.notes];
 
+  installSigtermCheckpoint(env, logger);
   const resume = await resumeFrom(values.resume, env, checkpointDir);
   if (resume) {
     const src = values.resume ? "--resume" : env[ENV.RESUME_FROM] ? ENV.RESUME_FROM : `latest under ${checkpointDir}`;

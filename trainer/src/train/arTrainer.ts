@@ -44,6 +44,7 @@ import {
   scalarsFromRank0,
   type VariableGroups,
 } from "./runReport.ts";
+import { stopSignal } from "./stopSignal.ts";
 import { NonFiniteLossError, type StepLosses } from "./tokenizerTrainer.ts";
 
 export const AR_CHECKPOINT_KIND = "ar-train";
@@ -312,44 +313,51 @@ export class ARTrainer {
     const startStep = this.step;
     const seqPerStep = this.cfg.batchSize * this.cfg.accum * this.worldSize;
     let sequencesPerSecond = 0;
-    while (this.step < total) {
-      const last = await this.trainStep();
-      for (const k of ["loss", "loss_pre", "loss_post", "meanK", "gradNorm"])
-        if (k in last) this.window.sums[k] = (this.window.sums[k] ?? 0) + last[k];
-      this.window.n++;
-      const elapsed = (performance.now() - t0) / 1000;
-      const done = this.step - startStep;
-      sequencesPerSecond = (done * seqPerStep) / elapsed;
-      const etaSeconds = ((total - this.step) * elapsed) / done;
-      if (this.step % this.cfg.logEvery === 0 || this.step === total) {
-        let mean = Object.fromEntries(Object.entries(this.window.sums).map(([k, v]) => [k, v / this.window.n]));
-        // Same (step-based) condition on every rank, so every rank joins the reduction.
-        if (this.pg) mean = await allReduceLosses(this.pg, mean);
-        this.lastReduced = { ...mean, lr: last.lr };
-        this.window = { sums: {}, n: 0 };
-        this.log.info(
-          {
-            step: this.step,
-            totalSteps: total,
-            worldSize: this.worldSize,
-            losses: roundLosses(this.lastReduced),
-            sequencesPerSecond: roundLoss(sequencesPerSecond),
-            tokensPerSecond: roundLoss(sequencesPerSecond * this.L),
-            etaSeconds: roundLoss(etaSeconds),
-          },
-          "train progress",
-        );
+    stopSignal.enterLoop();
+    try {
+      while (this.step < total) {
+        const last = await this.trainStep();
+        for (const k of ["loss", "loss_pre", "loss_post", "meanK", "gradNorm"])
+          if (k in last) this.window.sums[k] = (this.window.sums[k] ?? 0) + last[k];
+        this.window.n++;
+        const elapsed = (performance.now() - t0) / 1000;
+        const done = this.step - startStep;
+        sequencesPerSecond = (done * seqPerStep) / elapsed;
+        const etaSeconds = ((total - this.step) * elapsed) / done;
+        if (this.step % this.cfg.logEvery === 0 || this.step === total) {
+          let mean = Object.fromEntries(Object.entries(this.window.sums).map(([k, v]) => [k, v / this.window.n]));
+          // Same (step-based) condition on every rank, so every rank joins the reduction.
+          if (this.pg) mean = await allReduceLosses(this.pg, mean);
+          this.lastReduced = { ...mean, lr: last.lr };
+          this.window = { sums: {}, n: 0 };
+          this.log.info(
+            {
+              step: this.step,
+              totalSteps: total,
+              worldSize: this.worldSize,
+              losses: roundLosses(this.lastReduced),
+              sequencesPerSecond: roundLoss(sequencesPerSecond),
+              tokensPerSecond: roundLoss(sequencesPerSecond * this.L),
+              etaSeconds: roundLoss(etaSeconds),
+            },
+            "train progress",
+          );
+        }
+        if (this.report.checkpointDue(this.step)) await this.saveCheckpoint();
+        const progress = {
+          step: this.step,
+          totalSteps: total,
+          // Progress has no sequences field: imagesPerSecond = sequences (one image = one sequence) per second.
+          imagesPerSecond: sequencesPerSecond,
+          etaSeconds,
+          losses: reportedLosses(this.lastReduced ?? last),
+        };
+        await this.report.stopIfSignalled(progress, this.pg, () => this.saveCheckpoint());
+        await this.report.writeProgress(progress);
+        await opts.onStep?.(this.step, last);
       }
-      if (this.report.checkpointDue(this.step)) await this.saveCheckpoint();
-      await this.report.writeProgress({
-        step: this.step,
-        totalSteps: total,
-        // Progress has no sequences field: imagesPerSecond = sequences (one image = one sequence) per second.
-        imagesPerSecond: sequencesPerSecond,
-        etaSeconds,
-        losses: reportedLosses(this.lastReduced ?? last),
-      });
-      await opts.onStep?.(this.step, last);
+    } finally {
+      stopSignal.leaveLoop();
     }
     if (this.report.finalCheckpointDue(this.step)) await this.saveCheckpoint();
     await this.report.writeProgress(

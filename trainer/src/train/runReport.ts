@@ -13,6 +13,7 @@ import type { ProcessGroup } from "../dist/processGroup.ts";
 import { type Checkpoint, CheckpointError, saveCheckpoint, type TensorEntry } from "./checkpoint.ts";
 import type { DataSourceState } from "./localFolder.ts";
 import { writeProgressJson } from "./report.ts";
+import { stopSignal, TerminatedBySignal } from "./stopSignal.ts";
 import { joinUri, storageFor } from "./storage.ts";
 
 export type Losses = Record<string, number>;
@@ -82,6 +83,23 @@ export class RunReport {
   constructor(deps: RunDeps & { data: ReportedData }, cfg: RunReportConfig) {
     const { statusUri, checkpointDir, log, data } = deps;
     this.o = { rank: deps.rank ?? 0, statusUri, checkpointDir, log, data, cfg };
+  }
+
+  /**
+   * Step boundary of either loop: when any rank received SIGTERM (stopSignal.ts), save a checkpoint at this step
+   * (every rank joins the save), rewrite progress.json at once and throw TerminatedBySignal. A no-op without the
+   * SIGTERM handler; with a group it costs one scalar all-reduce per step.
+   */
+  async stopIfSignalled(
+    p: StepProgress,
+    pg: ProcessGroup | undefined,
+    save: () => Promise<string | undefined>,
+  ): Promise<void> {
+    if (!(await stopSignal.agreed(pg))) return;
+    if (this.o.checkpointDir !== undefined && this.lastCheckpointStep !== p.step) await save();
+    this.o.log.warn({ step: p.step, checkpoint: this.lastCheckpoint }, "SIGTERM: checkpoint saved, stopping");
+    await this.writeProgress(p, true);
+    throw new TerminatedBySignal(p.step, this.lastCheckpoint);
   }
 
   /** True at a periodic checkpoint step (CHECKPOINT_INTERVAL; 0 = only at the end). */

@@ -44,6 +44,7 @@ import {
   scalarsFromRank0,
   type VariableGroups,
 } from "./runReport.ts";
+import { stopSignal } from "./stopSignal.ts";
 
 /** What the trainer needs from the tokenizer (MergeVQTokenizer satisfies it structurally). */
 export interface TrainableTokenizer {
@@ -372,37 +373,44 @@ export class TokenizerTrainer {
     const startStep = this.step;
     let last: StepLosses = {};
     const imagesPerStep = this.cfg.batchSize * this.cfg.accum * (this.deps.worldSize ?? 1);
-    while (this.step < total) {
-      last = await this.trainStep();
-      const elapsed = (performance.now() - t0) / 1000;
-      const done = this.step - startStep;
-      const imagesPerSecond = (done * imagesPerStep) / elapsed;
-      const etaSeconds = ((total - this.step) * elapsed) / done;
-      if (this.step % this.cfg.logEvery === 0 || this.step === total) {
-        // Same condition on every rank (step-based), so every rank joins the reduction.
-        if (this.pg) last = await allReduceLosses(this.pg, last);
-        this.lastReduced = last;
-        this.log.info(
-          {
-            step: this.step,
-            totalSteps: total,
-            worldSize: this.deps.worldSize ?? 1,
-            losses: roundLosses(last),
-            imagesPerSecond: roundLoss(imagesPerSecond),
-            etaSeconds: roundLoss(etaSeconds),
-          },
-          "train progress",
-        );
+    stopSignal.enterLoop();
+    try {
+      while (this.step < total) {
+        last = await this.trainStep();
+        const elapsed = (performance.now() - t0) / 1000;
+        const done = this.step - startStep;
+        const imagesPerSecond = (done * imagesPerStep) / elapsed;
+        const etaSeconds = ((total - this.step) * elapsed) / done;
+        if (this.step % this.cfg.logEvery === 0 || this.step === total) {
+          // Same condition on every rank (step-based), so every rank joins the reduction.
+          if (this.pg) last = await allReduceLosses(this.pg, last);
+          this.lastReduced = last;
+          this.log.info(
+            {
+              step: this.step,
+              totalSteps: total,
+              worldSize: this.deps.worldSize ?? 1,
+              losses: roundLosses(last),
+              imagesPerSecond: roundLoss(imagesPerSecond),
+              etaSeconds: roundLoss(etaSeconds),
+            },
+            "train progress",
+          );
+        }
+        if (this.report.checkpointDue(this.step)) await this.saveCheckpoint();
+        const progress = {
+          step: this.step,
+          totalSteps: total,
+          imagesPerSecond,
+          etaSeconds,
+          losses: this.lastReduced ?? last,
+        };
+        await this.report.stopIfSignalled(progress, this.pg, () => this.saveCheckpoint());
+        await this.report.writeProgress(progress);
+        await opts.onStep?.(this.step, last);
       }
-      if (this.report.checkpointDue(this.step)) await this.saveCheckpoint();
-      await this.report.writeProgress({
-        step: this.step,
-        totalSteps: total,
-        imagesPerSecond,
-        etaSeconds,
-        losses: this.lastReduced ?? last,
-      });
-      await opts.onStep?.(this.step, last);
+    } finally {
+      stopSignal.leaveLoop();
     }
     if (this.report.finalCheckpointDue(this.step)) await this.saveCheckpoint();
     await this.report.writeProgress({ step: this.step, totalSteps: total, losses: this.lastReduced ?? last }, true);
