@@ -15,6 +15,8 @@
 //   CONCURRENCY                 parallel reconciles (default 4)
 //   RESYNC_SECONDS              informer resync period (default 300)
 //   PROGRESS_POLL_SECONDS       re-read progress.json of running runs this often (default 10)
+//   TRAINER_POD_SECURITY_CONTEXT / TRAINER_SECURITY_CONTEXT   JSON pod / container securityContext for trainer pods
+//                               (Helm: trainer.podSecurityContext / trainer.securityContext)
 // Kubeconfig: in-cluster service account when running in a pod, else KUBECONFIG / ~/.kube/config.
 import os from "node:os";
 import { KubeConfig } from "@kubernetes/client-node";
@@ -61,7 +63,26 @@ export const OperatorEnv = z.object({
   CONCURRENCY: envInt({ min: 1, max: 64 }).default(4),
   RESYNC_SECONDS: envInt({ min: 10, max: 86400 }).default(300),
   PROGRESS_POLL_SECONDS: envInt({ min: 1, max: 3600 }).default(10),
+  TRAINER_POD_SECURITY_CONTEXT: jsonObject("a JSON object (a pod securityContext)"),
+  TRAINER_SECURITY_CONTEXT: jsonObject("a JSON object (a container securityContext)"),
 });
+
+function jsonObject(what: string) {
+  return z
+    .string()
+    .optional()
+    .transform((s, c) => {
+      if (!s) return undefined;
+      try {
+        const v: unknown = JSON.parse(s);
+        if (v && typeof v === "object" && !Array.isArray(v)) return v as Record<string, unknown>;
+      } catch {
+        // reported below
+      }
+      c.addIssue({ code: "custom", message: `must be ${what}` });
+      return z.NEVER;
+    });
+}
 export type OperatorEnv = z.infer<typeof OperatorEnv>;
 
 export function contextFromEnv(env: OperatorEnv): OperatorContext {
@@ -72,6 +93,8 @@ export function contextFromEnv(env: OperatorEnv): OperatorContext {
     s3Endpoint: env.S3_ENDPOINT,
     profiles: env.ACCELERATOR_PROFILES,
     progressPollMs: env.PROGRESS_POLL_SECONDS * 1000,
+    trainerPodSecurityContext: env.TRAINER_POD_SECURITY_CONTEXT,
+    trainerSecurityContext: env.TRAINER_SECURITY_CONTEXT,
   };
 }
 

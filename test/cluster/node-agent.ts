@@ -849,8 +849,15 @@ export class NodeAgent {
       }
     }
     const map = new Map<string, string>();
+    // An emptyDir over the host's own temp dir (the trainer pods' /tmp scratch, the operator's /tmp) stays the
+    // host's: every container process already has one /tmp, and rewriting "/tmp/…" everywhere would also turn
+    // host paths of test inputs (datasets, checkpoints under os.tmpdir()) into empty per-pod dirs.
+    const hostTmp = os.tmpdir();
+    const emptyDirs = new Set<string>();
+    for (const v of pod.spec.volumes ?? []) if (v.emptyDir) emptyDirs.add(v.name);
     for (const c of [...(pod.spec.initContainers ?? []), ...(pod.spec.containers ?? [])]) {
       for (const m of c.volumeMounts ?? []) {
+        if (emptyDirs.has(m.name) && m.mountPath === hostTmp && !m.subPath) continue;
         const host = vols.get(m.name);
         if (host) map.set(m.mountPath, m.subPath ? path.join(host, m.subPath) : host);
       }

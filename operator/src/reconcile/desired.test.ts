@@ -272,3 +272,26 @@ test("MERGEVQ_POD_IP comes from the downward API; perceptual weights are passed 
   });
   assert.equal(env.find((e) => e.name === "MERGEVQ_PERCEPTUAL_URI")?.value, "s3://models/lpips.bin");
 });
+
+test("every trainer pod gets a /tmp scratch emptyDir; the operator's security contexts go on pod, trainer and barrier", () => {
+  const hardened = {
+    ...ctx,
+    trainerPodSecurityContext: { runAsNonRoot: true, runAsUser: 65532, seccompProfile: { type: "RuntimeDefault" } },
+    trainerSecurityContext: { readOnlyRootFilesystem: true, allowPrivilegeEscalation: false },
+  };
+  const nodes = desiredNodePods(makeTokenizerTraining("t").nodes(2).obj(), cpu(), hardened, { attempt: 1 });
+  const shard = desiredShardPod(makeSamplingJob("s").obj(), cpu(), hardened, 0, { attempt: 1 });
+  const reduce = desiredReducePod(makeSamplingJob("s").obj(), hardened, { attempt: 1 });
+  for (const pod of [...nodes, shard, reduce]) {
+    assert.deepEqual(pod.spec?.volumes, [{ name: "mergevq-scratch", emptyDir: {} }], pod.metadata?.name);
+    assert.deepEqual(pod.spec?.containers[0].volumeMounts, [{ name: "mergevq-scratch", mountPath: "/tmp" }]);
+    assert.deepEqual(pod.spec?.securityContext, hardened.trainerPodSecurityContext);
+    assert.deepEqual(pod.spec?.containers[0].securityContext, hardened.trainerSecurityContext);
+  }
+  assert.deepEqual(nodes[1].spec?.initContainers?.[0].securityContext, hardened.trainerSecurityContext);
+  // Without operator settings (bring-your-own images that need root) no security context is set.
+  const plainPod = desiredNodePods(makeTokenizerTraining("t").nodes(2).obj(), cpu(), ctx, { attempt: 1 })[1];
+  assert.equal(plainPod.spec?.securityContext, undefined);
+  assert.equal(plainPod.spec?.containers[0].securityContext, undefined);
+  assert.equal(plainPod.spec?.initContainers?.[0].securityContext, undefined);
+});

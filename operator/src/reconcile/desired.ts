@@ -10,7 +10,15 @@
 //   NPROC_PER_NODE accelerators per pod (integer, never "auto")             PET_NPROC_PER_NODE
 //   WORLD_SIZE   NNODES × NPROC_PER_NODE (processes)
 //   RANK only with rendezvous.compat=pytorchjob (= node rank); LOCAL_RANK never.
-import type { V1Container, V1EnvVar, V1OwnerReference, V1Pod, V1Service } from "@kubernetes/client-node";
+import type {
+  V1Container,
+  V1EnvVar,
+  V1OwnerReference,
+  V1Pod,
+  V1PodSecurityContext,
+  V1SecurityContext,
+  V1Service,
+} from "@kubernetes/client-node";
 import { DEFAULT_TERMINATION_MESSAGE_PATH, ENV } from "../../../common/src/contract.ts";
 import type { ARTraining, SamplingJob, TokenizerTraining } from "../api/v1alpha1/index.ts";
 import {
@@ -36,6 +44,10 @@ import {
 import { API_VERSION, type OperatorContext, type Run, statusUri, type TrainingRun } from "./run.ts";
 
 export const TRAINER_CONTAINER = "trainer";
+/** emptyDir at /tmp in every trainer pod: the trainer images declare it as their only writable path (staging of
+ * checkpoint uploads, model caches), so trainers also run with readOnlyRootFilesystem. */
+export const SCRATCH_VOLUME = "mergevq-scratch";
+export const SCRATCH_PATH = "/tmp";
 export const RDZV_PORT_NAME = "rdzv";
 
 /** Trainer CLI sub-command per role (image entrypoint = mergevq-trainer). */
@@ -257,6 +269,8 @@ function trainerContainer(
   if (readiness && port !== undefined) {
     c.readinessProbe = { tcpSocket: { port: port as never }, periodSeconds: 5, failureThreshold: 1 };
   }
+  c.volumeMounts = [{ name: SCRATCH_VOLUME, mountPath: SCRATCH_PATH }];
+  if (ctx.trainerSecurityContext) c.securityContext = ctx.trainerSecurityContext as V1SecurityContext;
   return c;
 }
 
@@ -268,6 +282,7 @@ function basePod(
   extraLabels: Record<string, string>,
   annotations: Record<string, string>,
   acc: ResolvedAccelerator | undefined,
+  ctx: OperatorContext,
 ): V1Pod {
   const t = run.spec.trainer;
   const pod: V1Pod = {
@@ -285,9 +300,11 @@ function basePod(
       terminationGracePeriodSeconds: t.terminationGracePeriodSeconds,
       containers: [],
       enableServiceLinks: false,
+      volumes: [{ name: SCRATCH_VOLUME, emptyDir: {} }],
     },
   };
   const spec = pod.spec!;
+  if (ctx.trainerPodSecurityContext) spec.securityContext = ctx.trainerPodSecurityContext as V1PodSecurityContext;
   if (t.serviceAccountName) spec.serviceAccountName = t.serviceAccountName;
   if (t.priorityClassName) spec.priorityClassName = t.priorityClassName;
   if (acc && Object.keys(acc.nodeSelector).length) spec.nodeSelector = acc.nodeSelector;
@@ -333,12 +350,17 @@ export function desiredNodePods(
       { [LABEL.nodeRank]: String(rank), ...gang.labels },
       { ...acceleratorAnnotations(acc, rank), ...gang.annotations },
       acc,
+      ctx,
     );
     const spec = pod.spec!;
     spec.hostname = hostname(name, rank);
     spec.subdomain = serviceName(name);
     if (gang.schedulerName) spec.schedulerName = gang.schedulerName;
-    if (rank > 0) spec.initContainers = [barrierContainer(ctx.barrierImage, managed, run.spec.trainer.imagePullPolicy)];
+    if (rank > 0) {
+      const barrier = barrierContainer(ctx.barrierImage, managed, run.spec.trainer.imagePullPolicy);
+      if (ctx.trainerSecurityContext) barrier.securityContext = ctx.trainerSecurityContext as V1SecurityContext;
+      spec.initContainers = [barrier];
+    }
     spec.containers = [trainerContainer(run, ctx, TRAINER_MODE[run.kind], env, acc, rdzv.port, rank === 0)];
     pods.push(pod);
   }
@@ -379,6 +401,7 @@ export function desiredShardPod(
     { [LABEL.shard]: String(shard) },
     {},
     acc,
+    ctx,
   );
   pod.spec!.containers = [
     trainerContainer(run, ctx, TRAINER_MODE.shard, mergeEnv(run.spec.trainer.env, managed), acc, undefined, false),
@@ -402,6 +425,7 @@ export function desiredReducePod(run: SamplingJob, ctx: OperatorContext, inputs:
     {},
     {},
     undefined,
+    ctx,
   );
   // A user command override applies to the reduce step too; the mode arg tells a shared script which step runs.
   pod.spec!.containers = [

@@ -32,6 +32,10 @@ export interface OperatorContext {
   profiles: AcceleratorProfiles;
   /** How often a running training run's progress.json is re-read into status (ms). Default 10 s. */
   progressPollMs?: number;
+  /** Pod securityContext of every trainer pod (Helm trainer.podSecurityContext; e.g. non-root, seccomp). */
+  trainerPodSecurityContext?: Record<string, unknown>;
+  /** Container securityContext of trainer and barrier containers (e.g. readOnlyRootFilesystem, drop ALL). */
+  trainerSecurityContext?: Record<string, unknown>;
 }
 
 export type ParseResult = { ok: true; run: Run } | { ok: false; message: string };
