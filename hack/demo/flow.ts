@@ -55,7 +55,10 @@ export function say(msg: string): void {
 }
 
 /** Install (or upgrade) the operator chart; the operator pod runs under the node agent with the chart's RBAC. */
-export function installOperator(env: DemoEnv, opts: { namespace?: string; release?: string } = {}): void {
+export function installOperator(
+  env: DemoEnv,
+  opts: { namespace?: string; release?: string; set?: string[] } = {},
+): void {
   const ns = opts.namespace ?? "mergevq-system";
   try {
     execFileSync(
@@ -72,7 +75,7 @@ export function installOperator(env: DemoEnv, opts: { namespace?: string; releas
         `s3.endpoint=${env.s3EndpointInCluster}`,
         "--set",
         "logLevel=info",
-        ...env.helmSet.flatMap((v) => ["--set", v]),
+        ...[...env.helmSet, ...(opts.set ?? [])].flatMap((v) => ["--set", v]),
         "--wait",
         "--timeout",
         "4m",
