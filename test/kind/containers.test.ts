@@ -267,7 +267,7 @@ describe("kind: containers on a real kubelet", () => {
     await s3.send(
       new PutObjectCommand({ Bucket: "mergevq-data", Key: `${prefix}/index.json`, Body: JSON.stringify(index) }),
     );
-    const tt = tokenizerRun("corrupt", { steps: 6, nodes: 1, interval: 0 });
+    const tt = tokenizerRun("corrupt", { steps: 6, nodes: 1, interval: 1000 });
     tt.spec.dataset.uri = `s3://mergevq-data/${prefix}`;
     await createRun(kc, ns.name, tt);
     const done = await watchRun(kc, ns.name, "TokenizerTraining", "corrupt", { timeoutMs: 8 * 60_000, print });
@@ -279,13 +279,13 @@ describe("kind: containers on a real kubelet", () => {
   });
 
   it("rejects an invalid CR naming the field; a missing Secret is Admitted=False with its reason and no pods", async () => {
-    const bad = tokenizerRun("bad", { steps: 2, nodes: 1, interval: 0 });
+    const bad = tokenizerRun("bad", { steps: 2, nodes: 1, interval: 1000 });
     bad.spec.model = { ...bad.spec.model, keepTokens: 50 } as typeof bad.spec.model;
     const r = run("kubectl", ["apply", "-f", "-"], { input: JSON.stringify(bad) });
     assert.notEqual(r.status, 0, "an invalid spec must be rejected at admission");
     assert.match(r.stderr, /keepTokens/);
 
-    const noSecret = tokenizerRun("nosecret", { steps: 2, nodes: 1, interval: 0 });
+    const noSecret = tokenizerRun("nosecret", { steps: 2, nodes: 1, interval: 1000 });
     noSecret.spec.s3 = {
       ...noSecret.spec.s3,
       secretRef: { ...noSecret.spec.s3?.secretRef, name: "does-not-exist" },
@@ -322,7 +322,7 @@ describe("kind: containers on a real kubelet", () => {
       () => kubectl(["get", "node", gpuNode, "-o", "jsonpath={.status.allocatable.nvidia\\.com/gpu}"]) === "1",
       { timeoutMs: 30_000, message: "allocatable nvidia.com/gpu" },
     );
-    const tt = tokenizerRun("gpu", { steps: 2, nodes: 1, interval: 0 });
+    const tt = tokenizerRun("gpu", { steps: 2, nodes: 1, interval: 1000 });
     tt.spec.resources = { ...tt.spec.resources, accelerator: { profile: "nvidia", perNode: 1 } };
     await createRun(kc, ns.name, tt);
     const pod = await eventually(async () => (await runPods("gpu")).find((p) => p.spec?.nodeName), {

@@ -168,6 +168,7 @@ async function loadNative(cand: NativeCandidate): Promise<NativeInfo> {
   if (version !== tfjsVersion()) {
     throw new Error(`${cand.dir}: tfjs-node ${version} does not match @tensorflow/tfjs ${tfjsVersion()}`);
   }
+  restoreUtilPredicates();
   // tfjs-node is CommonJS; loading it registers the "tensorflow" backend and its kernels.
   require(main);
   if (!tf.engine().registryFactory.tensorflow) {
@@ -175,6 +176,18 @@ async function loadNative(cand: NativeCandidate): Promise<NativeInfo> {
   }
   const fastKernels = process.env.MERGEVQ_TFJS_NODE_FAST_KERNELS === "0" ? [] : installNativeFastKernels();
   return { dir: cand.dir, source: cand.source, tensorflow: tfVersionOf(cand.dir), fastKernels };
+}
+
+/**
+ * tfjs-node 4.22 (its last release) calls `util.isNullOrUndefined` and `util.isArray` from node:util, which
+ * Node 23 removed (deprecated since Node 4): on Node 24 the first op with an optional attribute throws
+ * "isNullOrUndefined is not a function", and `util.isArray` prints a DEP0044 warning in every pod log. Give both
+ * their documented semantics (isArray is Array.isArray, as Node's own deprecated version is).
+ */
+function restoreUtilPredicates(): void {
+  const util = require("node:util") as Record<string, unknown>;
+  util.isNullOrUndefined ??= (v: unknown) => v === null || v === undefined;
+  util.isArray = Array.isArray;
 }
 
 function tfVersionOf(dir: string): string {

@@ -6,7 +6,9 @@
 // val/ split; for shards `<uri>/val/index.json`, else `<parent of uri>/val/index.json` when the train shards
 // live in `…/train`, else (no val shards) the TRAIN shards in val mode (centre crops, fixed order) — then
 // `evalSource` is "train-shards" and the CLI adds a note that the metrics are not on held-out images.
+
 import path from "node:path";
+import { cacheRoot } from "../backend.ts";
 import { type ResolvedTokenizerConfig, resolveConfig } from "../config/tokenizer.ts";
 import { OnnxTeacher, writeGeneratedTeacher } from "../losses/alignment.ts";
 import { PatchGanDiscriminator } from "../losses/gan.ts";
@@ -132,11 +134,10 @@ export interface Built {
   evalSource: "val" | "train-shards";
 }
 
-/** Where generated stand-in networks are written (local only). */
+/** Where generated stand-in networks are written: next to a local output, else in the cache (never the cwd: it is
+ * read-only in the images). */
 function generatedDir(out: string): string {
-  return uriScheme(out) === "file"
-    ? joinUri(out, "generated")
-    : path.join(process.cwd(), ".cache", "mergevq-generated");
+  return uriScheme(out) === "file" ? joinUri(out, "generated") : path.join(cacheRoot(), "generated");
 }
 
 /** Build the model, losses, data and trainer. Generated (random) stand-ins are logged and returned as notes. */
