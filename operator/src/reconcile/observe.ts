@@ -176,8 +176,11 @@ export async function readDocuments(
     const attempt = run.status?.attempt ?? 0;
     if (run.kind !== "SamplingJob" && attempt > 0) {
       const cur = snap.byAttempt.get(attempt) ?? [];
-      // A finished or failed rank means a decision is imminent (restart → RESUME_FROM): read fresh.
-      const fresh = cur.some(isTerminal);
+      // Read fresh when a decision is imminent or being carried out: a rank finished, failed or is being deleted
+      // (restart → RESUME_FROM), or the attempt lacks pods (about to be created: a trainer stopped by SIGTERM
+      // wrote its final checkpoint into progress.json just before its pod went away).
+      const fresh =
+        cur.length < run.spec.resources.nodes || cur.some((p) => isTerminal(p) || p.metadata?.deletionTimestamp);
       out.progress = await reader.readJson(`${prefix}/${PROGRESS_FILE}`, Progress, snap.creds, fresh);
       const rank0 = cur.find((p) => rankOf(p) === 0);
       if (cur.length === run.spec.resources.nodes && cur.every(isSucceeded) && !finalReportFromPod(rank0)) {
