@@ -70,7 +70,7 @@ test-integration: setup ## Integration + e2e suites against a real local control
 e2e: setup ## Only the e2e suite (helm install + runs) against the local cluster
 	hack/with-cluster.sh $(NODE_TEST) --test-concurrency=1 $(E2E_TESTS)
 
-kind-e2e: ## Hosts with Docker: kind cluster, build/load images, helm install, run the same e2e suite
+kind-e2e: node-deps ## Real kubelets: kind cluster on a node image built here, project images loaded, test/e2e + test/kind
 	hack/kind-e2e.sh
 
 ##@ Benchmarks
@@ -91,7 +91,7 @@ cluster-down: ## Stop everything cluster-up started
 IMAGE_REGISTRY ?= mergevq
 IMAGE_TAG ?= 0.1.0
 IMAGES ?= operator trainer
-images: ## Build the operator and trainer (CPU) images with no registry (IMAGES=..., BASE_IMAGE=..., IMAGE_REGISTRY/TAG)
+images: node-deps ## Build the operator and trainer (CPU) images with no registry (IMAGES=..., BASE_IMAGE=..., IMAGE_REGISTRY/TAG)
 	DOCKER="$$(hack/images/docker-engine.sh)" IMAGE_REGISTRY=$(IMAGE_REGISTRY) IMAGE_TAG=$(IMAGE_TAG) hack/images/build.sh $(IMAGES)
 
 images-all: ## Also build trainer-gpu (tfjs-node-gpu on the CUDA libtensorflow + NVIDIA wheels from PyPI, ~5 GB)

@@ -134,3 +134,21 @@ test("activeDeadlineSeconds", () => {
   assert.equal(deadline(undefined, 10, now).exceeded, false);
   assert.equal(deadline("2026-01-01T00:00:00Z", undefined, now).exceeded, false);
 });
+
+test("a pod of the attempt being deleted wins over the 143 exits its SIGTERM causes: PodDeleted, not counted", () => {
+  const deleting = (p: V1Pod): V1Pod => ({ ...p, metadata: { ...p.metadata, deletionTimestamp: new Date() } });
+  // kubectl delete of rank 1: both ranks checkpoint and exit 143; rank 0 (not deleted) finished first.
+  const c = firstFailure([
+    withPhase(pod("rank0"), "Failed", { exitCode: 143, finishedAt: "2026-01-01T00:01:00Z" }),
+    deleting(withPhase(pod("rank1"), "Failed", { exitCode: 143, finishedAt: "2026-01-01T00:01:01Z" })),
+  ]);
+  assert.deepEqual([c?.reason, c?.counted, c?.action, c?.pod], ["PodDeleted", false, "restart", "rank1"]);
+  // Still terminating (grace period): decided at once, so the other ranks get their SIGTERM too.
+  const running = firstFailure([withPhase(pod("rank0"), "Running"), deleting(withPhase(pod("rank1"), "Running"))]);
+  assert.equal(running?.reason, "PodDeleted");
+  // An eviction (DisruptionTarget) says more than "deleted".
+  const evicted = firstFailure([deleting(withPhase(pod("rank0"), "Failed", { exitCode: 143, disruption: true }))]);
+  assert.equal(evicted?.reason, "Preempted");
+  // A deleted pod that already succeeded is not a failure.
+  assert.equal(firstFailure([deleting(withPhase(pod("done"), "Succeeded"))]), undefined);
+});

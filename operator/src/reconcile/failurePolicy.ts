@@ -152,8 +152,26 @@ export function classifyPod(pod: V1Pod): Classification {
   };
 }
 
-/** Classify the first failure among the pods of one attempt; undefined when none failed. */
+/**
+ * Classify the first failure among the pods of one attempt; undefined when none failed. A pod of the attempt
+ * that someone is deleting (kubectl delete, a controller) wins over exit codes: its SIGTERM makes the trainers
+ * stop with 143 (after a checkpoint), which is a consequence of the deletion, not a trainer failure — so the
+ * group restarts uncounted (PodDeleted), unless the deleted pod itself says more (node lost, disruption).
+ */
 export function firstFailure(pods: readonly V1Pod[]): Classification | undefined {
+  const deleted = pods.find((p) => p.metadata?.deletionTimestamp && !isSucceeded(p));
+  if (deleted) {
+    const own = isFailed(deleted) ? classifyPod(deleted) : undefined;
+    if (own && own.action === "restart" && !own.counted) return own;
+    const name = deleted.metadata?.name ?? "?";
+    return {
+      action: "restart",
+      counted: false,
+      reason: REASON.PodDeleted,
+      message: `pod ${name} of the running attempt was deleted`,
+      pod: name,
+    };
+  }
   const failed = pods.filter(isFailed).sort((a, b) => finishedAt(a) - finishedAt(b));
   return failed.length ? classifyPod(failed[0]) : undefined;
 }
