@@ -6,7 +6,8 @@
 #   test/kind     what only containers on a real kubelet can show (resilience, signals, images, GPU profile)
 # Works on a fresh machine: starts a Docker engine when none answers (installing Debian's docker.io as root).
 # Everything expensive is cached under ~/.cache/mergevq. Env: KIND_CLUSTER (name), KEEP_CLUSTER=1 (leave it up),
-# KIND_SUITES ("e2e kind" by default), BENCH_OUT (append kind bench JSON lines there).
+# KIND_SUITES ("e2e kind" by default), KIND_GPU_IMAGE=0 (skip the ~4.4 GB trainer-gpu image), BENCH_OUT (append
+# kind bench JSON lines there).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO="$PWD"
@@ -48,7 +49,14 @@ IMAGE_REGISTRY=mergevq IMAGE_TAG=$TAG hack/images/build.sh operator trainer >/de
 d="$(mktemp -d)"; cp "$BIN/minio" "$d/"; printf 'FROM scratch\nCOPY minio /usr/local/bin/minio\nENTRYPOINT ["/usr/local/bin/minio"]\n' >"$d/Dockerfile"
 "$DOCKER" build -q -t mergevq/minio:$TAG "$d" >/dev/null; rm -rf "$d"
 bench images_seconds $((SECONDS - s)) s "operator trainer minio"
-for img in operator trainer; do
+GPU_IMAGES=()
+if [ "${KIND_GPU_IMAGE:-1}" != 0 ]; then
+  s=$SECONDS
+  IMAGE_REGISTRY=mergevq IMAGE_TAG=$TAG hack/images/build.sh trainer-gpu >/dev/null
+  bench images_seconds $((SECONDS - s)) s "trainer-gpu"
+  GPU_IMAGES=(trainer-gpu)
+fi
+for img in operator trainer "${GPU_IMAGES[@]}"; do
   bench image_size "$(( $("$DOCKER" image inspect -f '{{.Size}}' "mergevq/$img:$TAG") / 1000000 ))" MB "$img"
 done
 
@@ -73,6 +81,15 @@ workers="$(kind get nodes --name "$NAME" | grep -v control-plane | paste -sd,)"
 for img in operator trainer minio; do kind load docker-image --name "$NAME" --nodes "$workers" "mergevq/$img:$TAG" >&2; done
 bench image_load_seconds $((SECONDS - s)) s "operator trainer minio → 2 workers"
 say "images loaded into $workers"
+if [ ${#GPU_IMAGES[@]} -gt 0 ]; then
+  # Only the worker that will advertise nvidia.com/gpu (hack/kind/cluster.yaml: pool=gpu) gets the GPU image.
+  s=$SECONDS
+  gpu_node="$(kubectl get nodes -l mergevq.ai/pool=gpu -o jsonpath='{.items[0].metadata.name}')"
+  kind load docker-image --name "$NAME" --nodes "$gpu_node" "mergevq/trainer-gpu:$TAG" >&2
+  bench image_load_seconds $((SECONDS - s)) s "trainer-gpu → $gpu_node"
+  export MERGEVQ_KIND_GPU_IMAGE="mergevq/trainer-gpu:$TAG"
+  say "trainer-gpu loaded into $gpu_node"
+fi
 
 kubectl apply -f hack/kind/minio.yaml >&2
 kubectl -n mergevq-system rollout status deploy/minio --timeout=180s >&2

@@ -11,7 +11,9 @@
 //   3. a dataset with a corrupt JPEG and a truncated shard: skipped, counted in progress.json, run Succeeded.
 //   4. bad input: an invalid CR is rejected at admission naming the field; a missing Secret is Admitted=False.
 //   5. the GPU accelerator profile: a worker advertising nvidia.com/gpu (node status patch) gets the pod, which
-//      requests the GPU and carries the NVIDIA env; it trains to Succeeded (on CPU: kind has no GPU).
+//      requests the GPU and carries the NVIDIA env; with the trainer-gpu image (CUDA libtensorflow under
+//      tfjs-node-gpu) it trains to Succeeded on CPU kernels (kind has no GPU), and `backend check --parity` in
+//      that image reports no GPU device and T1 forward+backward equal to wasm.
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import { createHash } from "node:crypto";
@@ -305,7 +307,11 @@ describe("kind: containers on a real kubelet", () => {
     assert.equal((await runPods("nosecret")).length, 0);
   });
 
-  it("schedules the GPU profile onto the worker that advertises nvidia.com/gpu, with the GPU request and env", async () => {
+  it("schedules the GPU profile onto the worker that advertises nvidia.com/gpu, with the GPU request and env", async (t) => {
+    // The trainer-gpu image when hack/kind-e2e.sh built and loaded it onto that worker (default), else the CPU
+    // trainer image: scheduling, resources and env are the operator's either way.
+    const gpuImage = process.env.MERGEVQ_KIND_GPU_IMAGE;
+    t.diagnostic(gpuImage ? `GPU-profile pods run ${gpuImage}` : "MERGEVQ_KIND_GPU_IMAGE unset: CPU trainer image");
     const gpuNode = kubectl(["get", "nodes", "-l", "mergevq.ai/pool=gpu", "-o", "jsonpath={.items[0].metadata.name}"]);
     assert.ok(gpuNode, "no worker labelled mergevq.ai/pool=gpu");
     // An extended resource, as a device plugin would advertise it (kind has no GPU; the trainer then runs on CPU).
@@ -324,6 +330,7 @@ describe("kind: containers on a real kubelet", () => {
     );
     const tt = tokenizerRun("gpu", { steps: 2, nodes: 1, interval: 1000 });
     tt.spec.resources = { ...tt.spec.resources, accelerator: { profile: "nvidia", perNode: 1 } };
+    if (gpuImage) tt.spec.trainer = { ...tt.spec.trainer, image: gpuImage };
     await createRun(kc, ns.name, tt);
     const pod = await eventually(async () => (await runPods("gpu")).find((p) => p.spec?.nodeName), {
       timeoutMs: 60_000,
@@ -335,5 +342,67 @@ describe("kind: containers on a real kubelet", () => {
     assert.equal(envOf(pod, "DIST_BACKEND"), "nccl");
     const done = await watchRun(kc, ns.name, "TokenizerTraining", "gpu", { timeoutMs: 6 * 60_000, print });
     assert.equal(done.status.phase, "Succeeded", JSON.stringify(done.status.conditions));
+    if (!gpuImage) return;
+
+    // The CUDA libtensorflow under tfjs-node-gpu trained the run: requested by the image, on its CPU kernels.
+    const logs = kubectl(["-n", ns.name, "logs", pod.metadata?.name ?? "", "-c", "trainer"]);
+    const line = logs
+      .split("\n")
+      .filter((l) => l.startsWith("{"))
+      .map((l) => JSON.parse(l) as { msg?: string; reason?: string })
+      .find((l) => l.msg === "tfjs backend selected");
+    assert.match(line?.reason ?? "", /requested by TFJS_BACKEND.*tfjs-node .*libtensorflow 2\.18/);
+    assert.match(logs, /cuInit|CUDA/, "the CUDA build's device probe is in the log");
+
+    // And the image's own check on that node: no GPU device, T1 forward+backward equal to wasm.
+    const check = "gpu-backend-check";
+    await core.createNamespacedPod({
+      namespace: ns.name,
+      body: {
+        metadata: { name: check },
+        spec: {
+          restartPolicy: "Never",
+          nodeName: gpuNode,
+          securityContext: { runAsNonRoot: true, runAsUser: 65532 },
+          containers: [
+            {
+              name: "check",
+              image: gpuImage,
+              args: ["backend", "check", "--parity"],
+              resources: { limits: { "nvidia.com/gpu": "1" } },
+              securityContext: { readOnlyRootFilesystem: true, allowPrivilegeEscalation: false },
+              volumeMounts: [{ name: "tmp", mountPath: "/tmp" }],
+            },
+          ],
+          volumes: [{ name: "tmp", emptyDir: {} }],
+        },
+      },
+    });
+    const phase = await eventually(
+      async () => {
+        const p = await core.readNamespacedPod({ name: check, namespace: ns.name });
+        return p.status?.phase === "Succeeded" || p.status?.phase === "Failed" ? p.status.phase : undefined;
+      },
+      { timeoutMs: 4 * 60_000, intervalMs: 1000, message: "backend check pod finished" },
+    );
+    const out = kubectl(["-n", ns.name, "logs", check]);
+    assert.equal(phase, "Succeeded", out.slice(-2000));
+    const report = JSON.parse(
+      out
+        .trim()
+        .split("\n")
+        .filter((l) => l.startsWith("{"))
+        .pop() ?? "{}",
+    ) as {
+      backend?: string;
+      libtensorflow?: string;
+      gpuDevice?: boolean;
+      parity?: { ok: boolean; maxRel: number; l2Rel: number };
+    };
+    t.diagnostic(`trainer-gpu backend check: ${JSON.stringify(report)}`);
+    assert.equal(report.backend, "tensorflow");
+    assert.equal(report.libtensorflow, "2.18.0");
+    assert.equal(report.gpuDevice, false, "kind has no GPU: libtensorflow must say it found none");
+    assert.equal(report.parity?.ok, true);
   });
 });

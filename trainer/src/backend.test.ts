@@ -20,6 +20,7 @@ import {
   tfjsNodeCacheDir,
   wasmThreadsWanted,
 } from "./backend.ts";
+import { compareSteps, lcg, type StepResult, T1_PARITY, t1Step } from "./backendCheck.ts";
 import { conv2dValid } from "./tokenizer/blocks.ts";
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
@@ -141,20 +142,7 @@ const pad1 = (x: tf.Tensor4D): tf.Tensor4D =>
   ]);
 
 /** Deterministic pseudo-random floats in [-1, 1) (LCG) so every backend gets identical inputs. */
-function lcg(n: number, seed: number): Float32Array {
-  const out = new Float32Array(n);
-  let s = seed >>> 0;
-  for (let i = 0; i < n; i++) {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    out[i] = s / 2 ** 31 - 1;
-  }
-  return out;
-}
-
-interface Result {
-  loss: number;
-  grads: Float32Array[];
-}
+type Result = StepResult;
 
 /**
  * Small conv net through the model's conv core (blocks.conv2dValid: native tfjs gradients on cpu/tensorflow,
@@ -192,41 +180,7 @@ function convNetStep(): Result {
   });
 }
 
-/** T1 tokenizer (64×64, random weights from a fixed seed): recon MSE + LFQ terms, grads of every variable. */
-async function t1Step(): Promise<Result | undefined> {
-  const modPath = path.join(HERE, "tokenizer/mergevq.ts");
-  if (!fs.existsSync(modPath)) return undefined;
-  const { MergeVQTokenizer } = (await import("./tokenizer/mergevq.ts")) as typeof import("./tokenizer/mergevq.ts");
-  const tok = new MergeVQTokenizer("T1");
-  try {
-    const res = tok.config.resolution;
-    const x = tf.tensor4d(lcg(res * res * 3, 7), [1, res, res, 3]);
-    const vars = tok.trainableVariables();
-    const { value, grads } = tf.variableGrads(() => {
-      const out = tok.forward(x, { training: true });
-      const loss = tf.addN([
-        tf.losses.meanSquaredError(x, out.recon),
-        tf.mul(out.losses.entropy, 0.1),
-        tf.mul(out.losses.commitment, 0.25),
-      ]) as tf.Scalar;
-      return loss;
-    }, vars);
-    const result = {
-      loss: value.dataSync()[0],
-      grads: vars.filter((v) => grads[v.name]).map((v) => grads[v.name].dataSync() as Float32Array),
-    };
-    tf.dispose([x, value, grads]);
-    return result;
-  } finally {
-    tok.dispose();
-  }
-}
-
-/**
- * Loss within rtol; every gradient tensor within rtol of its own max |value|, floored at 1e-3 of the largest
- * gradient anywhere (a tensor whose gradient is ~0, e.g. a bias after a norm, is compared at that floor:
- * its values are rounding noise on every backend).
- */
+/** compareSteps (backendCheck.ts) as an assertion. */
 function assertClose(
   what: string,
   got: Result,
@@ -234,36 +188,9 @@ function assertClose(
   rtol: number,
   l2tol: number,
 ): { maxRel: number; l2Rel: number } {
-  assert.ok(Number.isFinite(got.loss) && Number.isFinite(ref.loss), `${what}: finite losses`);
-  assert.ok(
-    Math.abs(got.loss - ref.loss) <= rtol * Math.max(1e-6, Math.abs(ref.loss)),
-    `${what}: loss ${got.loss} vs ${ref.loss}`,
-  );
-  assert.equal(got.grads.length, ref.grads.length, `${what}: gradient count`);
-  const maxAbs = (a: Float32Array) => a.reduce((m, v) => Math.max(m, Math.abs(v)), 0);
-  const globalScale = Math.max(...ref.grads.map(maxAbs));
-  assert.ok(globalScale > 0, `${what}: all reference gradients are zero`);
-  let maxRel = Math.abs(got.loss - ref.loss) / Math.max(1e-6, Math.abs(ref.loss));
-  let d2 = 0;
-  let r2 = 0;
-  got.grads.forEach((g, i) => {
-    const r = ref.grads[i];
-    assert.equal(g.length, r.length, `${what}: grad ${i} size`);
-    let diff = 0;
-    for (let j = 0; j < r.length; j++) {
-      diff = Math.max(diff, Math.abs(g[j] - r[j]));
-      d2 += (g[j] - r[j]) ** 2;
-      r2 += r[j] ** 2;
-    }
-    const scale = Math.max(maxAbs(r), 1e-3 * globalScale);
-    const rel = diff / scale;
-    maxRel = Math.max(maxRel, rel);
-    assert.ok(rel <= rtol, `${what}: grad ${i} max |Δ| ${diff} vs scale ${scale} (rel ${rel})`);
-  });
-  // Whole gradient vector: ‖Δ‖₂ / ‖ref‖₂.
-  const l2Rel = Math.sqrt(d2 / r2);
-  assert.ok(l2Rel <= l2tol, `${what}: gradient relative L2 error ${l2Rel} > ${l2tol}`);
-  return { maxRel, l2Rel };
+  const c = compareSteps(got, ref, rtol, l2tol);
+  assert.deepEqual(c.problems, [], `${what}: ${c.problems.join("; ")}`);
+  return c;
 }
 
 describe("native vs wasm/cpu parity", () => {
@@ -302,18 +229,13 @@ describe("native vs wasm/cpu parity", () => {
     // T1 tokenizer: wasm is the reference (cpu is too slow for 64×64 here); native must match it.
     if (native) {
       const refT1 = await run("wasm", t1Step);
-      if (refT1) {
-        const got = await run(native, t1Step);
-        assert.ok(got, "T1 step ran");
-        // Deep float32 net, different summation orders (oneDNN vs XNNPACK): per-tensor 5e-2 (small-magnitude grads of
-        // late layers amplify rounding; measured up to 1.6e-2), whole vector 2e-3 (measured ~5e-4).
-        const { maxRel, l2Rel } = assertClose(`T1 ${native} vs wasm`, got, refT1, 5e-2, 2e-3);
-        compared.push(
-          `T1 tokenizer: ${native} vs wasm (${refT1.grads.length} grads, max rel ${maxRel.toExponential(1)}, L2 rel ${l2Rel.toExponential(1)})`,
-        );
-      } else {
-        t.diagnostic("T1 tokenizer (trainer/src/tokenizer/mergevq.ts) not present: conv net only");
-      }
+      const got = await run(native, t1Step);
+      // Deep float32 net, different summation orders (oneDNN vs XNNPACK): per-tensor 5e-2 (small-magnitude grads of
+      // late layers amplify rounding; measured up to 1.6e-2), whole vector 2e-3 (measured ~5e-4).
+      const { maxRel, l2Rel } = assertClose(`T1 ${native} vs wasm`, got, refT1, T1_PARITY.rtol, T1_PARITY.l2tol);
+      compared.push(
+        `T1 tokenizer: ${native} vs wasm (${refT1.grads.length} grads, max rel ${maxRel.toExponential(1)}, L2 rel ${l2Rel.toExponential(1)})`,
+      );
     }
     t.diagnostic(`backends compared: ${compared.join("; ")}`);
     assert.ok(compared.length >= 1);

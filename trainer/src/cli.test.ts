@@ -103,3 +103,35 @@ test("train-tokenizer reads the CRD-shaped env contract and names unknown fields
     Object.assign(process.env, saved);
   }
 });
+
+test("backend check --parity: one JSON report naming the backend, the GPU probe and T1 parity vs wasm; bad sub-command exits 2", () => {
+  const ok = spawnSync(
+    process.execPath,
+    ["--import", "tsx", path.join(import.meta.dirname, "cli.ts"), "backend", "check", "--parity"],
+    {
+      encoding: "utf8",
+      timeout: 240_000,
+    },
+  );
+  assert.equal(ok.status, 0, ok.stderr);
+  const report = JSON.parse(ok.stdout.trim().split("\n").pop() ?? "{}") as {
+    backend: string;
+    ok: boolean;
+    gpuDevice?: boolean;
+    parity?: { ok: boolean; l2Rel: number };
+  };
+  assert.equal(report.ok, true);
+  assert.ok(["tensorflow", "wasm", "cpu"].includes(report.backend), report.backend);
+  if (report.backend === "tensorflow") {
+    assert.equal(report.gpuDevice, false, "no GPU on this machine");
+    assert.equal(report.parity?.ok, true);
+    assert.ok((report.parity?.l2Rel ?? 1) < 2e-3);
+  }
+  const bad = spawnSync(
+    process.execPath,
+    ["--import", "tsx", path.join(import.meta.dirname, "cli.ts"), "backend", "nope"],
+    { encoding: "utf8" },
+  );
+  assert.equal(bad.status, 2);
+  assert.match(bad.stderr, /unknown command: backend nope/);
+});

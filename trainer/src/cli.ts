@@ -70,7 +70,8 @@ const USAGE = `usage: mergevq-trainer tokenizer <train|eval|reconstruct> --confi
   [--resume uri] [--seed N] [--checkpoint uri] [--K k] [--images N]
        mergevq-trainer train-tokenizer [same flags]   (operator default: everything from the env contract)
        mergevq-trainer ar train --tokenizer <ckpt> --data <dir|uri> --out <dir|uri> [...] | train-ar   (Stage II)
-       mergevq-trainer sample | reduce | eval reference-stats [...]   (SamplingJob)`;
+       mergevq-trainer sample | reduce | eval reference-stats [...]   (SamplingJob)
+       mergevq-trainer backend check [--parity] [--backend B]   (which backend starts, GPU seen, T1 vs wasm)`;
 
 const OPTIONS = {
   ...TRAINING_FLAGS,

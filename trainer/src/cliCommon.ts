@@ -71,6 +71,7 @@ export function parseJson(what: string, text: string): Record<string, unknown> {
  */
 export async function dispatchStage2(argv: string[], log?: Logger): Promise<CliResult | undefined> {
   if (argv[0] === "train-ar" || argv[0] === "ar") return (await import("./ar/cli.ts")).arMain(argv, log);
+  if (argv[0] === "backend") return (await import("./backendCheck.ts")).backendMain(argv.slice(1));
   if (argv[0] === "sample" || argv[0] === "reduce" || (argv[0] === "eval" && argv[1] === "reference-stats"))
     return (await import("./sample/cli.ts")).samplingCli(argv, log);
   return undefined;
