@@ -77,6 +77,9 @@ build() { # name dockerfile ctx
   "$DOCKER" build -q -f "$file" --build-arg "BASE_IMAGE=$BASE" \
     --label "org.opencontainers.image.version=$TAG" --label "org.opencontainers.image.source=mergevq-k8s" \
     -t "$ref" "$ctx" >/dev/null
+  rm -rf "$ctx" # the engine has it now (the trainer-gpu context alone is ~4 GB)
+  # Earlier builds of our images that this one untagged: dangling, only disk.
+  "$DOCKER" image prune -f --filter "label=org.opencontainers.image.source=mergevq-k8s" >/dev/null 2>&1 || true
   local size; size="$("$DOCKER" image inspect -f '{{.Size}}' "$ref")"
   log "$ref: $((size / 1000000)) MB, $((SECONDS - t0)) s"
   if [ -n "${BENCH_OUT:-}" ]; then
