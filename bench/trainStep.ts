@@ -2,6 +2,7 @@
 // (hack/tfjs-native/profile.ts): tf.variableGrads of MSE + 0.1·entropy + 0.25·commitment over every tokenizer
 // variable, the loss read back, then the trainer's NamedAdam update (β 0.5/0.9, lr 2e-4).
 import * as tf from "@tensorflow/tfjs";
+import { reconLfqLoss } from "../trainer/src/backendCheck.ts";
 import type { MergeVQTokenizer } from "../trainer/src/tokenizer/mergevq.ts";
 import { NamedAdam } from "../trainer/src/train/adam.ts";
 
@@ -27,14 +28,7 @@ export function benchTrainStep(tok: MergeVQTokenizer, x: tf.Tensor4D): BenchTrai
   const weights = tok.getWeights();
   const vars = [...weights.values()];
   const adam = new NamedAdam(weights, { beta1: 0.5, beta2: 0.9, eps: 1e-8 });
-  const lossOf = (): tf.Scalar => {
-    const out = tok.forward(x, { training: true });
-    return tf.addN([
-      tf.losses.meanSquaredError(x, out.recon),
-      tf.mul(out.losses.entropy, 0.1),
-      tf.mul(out.losses.commitment, 0.25),
-    ]) as tf.Scalar;
-  };
+  const lossOf = (): tf.Scalar => reconLfqLoss(tok, x);
   return {
     lossOf,
     step(phase = "step") {

@@ -24,21 +24,24 @@ export function lcg(n: number, seed: number): Float32Array {
   return out;
 }
 
-/** T1 tokenizer (64×64, fixed-seed random weights): recon MSE + 0.1·entropy + 0.25·commitment, every gradient. */
+/** The tokenizer objective the parity check and the train-step bench use: MSE + 0.1·entropy + 0.25·commitment. */
+export function reconLfqLoss(tok: MergeVQTokenizer, x: tf.Tensor4D): tf.Scalar {
+  const out = tok.forward(x, { training: true });
+  return tf.addN([
+    tf.losses.meanSquaredError(x, out.recon),
+    tf.mul(out.losses.entropy, 0.1),
+    tf.mul(out.losses.commitment, 0.25),
+  ]) as tf.Scalar;
+}
+
+/** T1 tokenizer (64×64, fixed-seed random weights): reconLfqLoss and every gradient. */
 export function t1Step(): StepResult {
   const tok = new MergeVQTokenizer("T1");
   try {
     const res = tok.config.resolution;
     const x = tf.tensor4d(lcg(res * res * 3, 7), [1, res, res, 3]);
     const vars = tok.trainableVariables();
-    const { value, grads } = tf.variableGrads(() => {
-      const out = tok.forward(x, { training: true });
-      return tf.addN([
-        tf.losses.meanSquaredError(x, out.recon),
-        tf.mul(out.losses.entropy, 0.1),
-        tf.mul(out.losses.commitment, 0.25),
-      ]) as tf.Scalar;
-    }, vars);
+    const { value, grads } = tf.variableGrads(() => reconLfqLoss(tok, x), vars);
     const result = {
       loss: value.dataSync()[0],
       grads: vars.filter((v) => grads[v.name]).map((v) => grads[v.name].dataSync() as Float32Array),

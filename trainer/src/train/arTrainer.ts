@@ -343,17 +343,13 @@ export class ARTrainer {
             "train progress",
           );
         }
-        if (this.report.checkpointDue(this.step)) await this.saveCheckpoint();
-        const progress = {
-          step: this.step,
-          totalSteps: total,
-          // Progress has no sequences field: imagesPerSecond = sequences (one image = one sequence) per second.
-          imagesPerSecond: sequencesPerSecond,
-          etaSeconds,
-          losses: reportedLosses(this.lastReduced ?? last),
-        };
-        await this.report.stopIfSignalled(progress, this.pg, () => this.saveCheckpoint());
-        await this.report.writeProgress(progress);
+        // Progress has no sequences field: imagesPerSecond = sequences (one image = one sequence) per second.
+        const losses = reportedLosses(this.lastReduced ?? last);
+        await this.report.stepBoundary(
+          { step: this.step, totalSteps: total, imagesPerSecond: sequencesPerSecond, etaSeconds, losses },
+          this.pg,
+          () => this.saveCheckpoint(),
+        );
         await opts.onStep?.(this.step, last);
       }
     } finally {

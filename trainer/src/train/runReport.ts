@@ -86,15 +86,21 @@ export class RunReport {
   }
 
   /**
+   * End of one optimiser step in either loop: the periodic checkpoint when due, the SIGTERM stop (below), then
+   * progress.json (throttled).
+   */
+  async stepBoundary(p: StepProgress, pg: ProcessGroup | undefined, save: () => Promise<unknown>): Promise<void> {
+    if (this.checkpointDue(p.step)) await save();
+    await this.stopIfSignalled(p, pg, save);
+    await this.writeProgress(p);
+  }
+
+  /**
    * Step boundary of either loop: when any rank received SIGTERM (stopSignal.ts), save a checkpoint at this step
    * (every rank joins the save), rewrite progress.json at once and throw TerminatedBySignal. A no-op without the
    * SIGTERM handler; with a group it costs one scalar all-reduce per step.
    */
-  async stopIfSignalled(
-    p: StepProgress,
-    pg: ProcessGroup | undefined,
-    save: () => Promise<string | undefined>,
-  ): Promise<void> {
+  async stopIfSignalled(p: StepProgress, pg: ProcessGroup | undefined, save: () => Promise<unknown>): Promise<void> {
     if (!(await stopSignal.agreed(pg))) return;
     if (this.o.checkpointDir !== undefined && this.lastCheckpointStep !== p.step) await save();
     this.o.log.warn({ step: p.step, checkpoint: this.lastCheckpoint }, "SIGTERM: checkpoint saved, stopping");

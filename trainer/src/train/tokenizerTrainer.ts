@@ -397,16 +397,10 @@ export class TokenizerTrainer {
             "train progress",
           );
         }
-        if (this.report.checkpointDue(this.step)) await this.saveCheckpoint();
-        const progress = {
-          step: this.step,
-          totalSteps: total,
-          imagesPerSecond,
-          etaSeconds,
-          losses: this.lastReduced ?? last,
-        };
-        await this.report.stopIfSignalled(progress, this.pg, () => this.saveCheckpoint());
-        await this.report.writeProgress(progress);
+        const progress = { step: this.step, totalSteps: total, imagesPerSecond, etaSeconds };
+        await this.report.stepBoundary({ ...progress, losses: this.lastReduced ?? last }, this.pg, () =>
+          this.saveCheckpoint(),
+        );
         await opts.onStep?.(this.step, last);
       }
     } finally {
