@@ -87,12 +87,9 @@ cluster-down: ## Stop everything cluster-up started
 	hack/cluster-down.sh
 
 ##@ Images
-.PHONY: images images-all
+.PHONY: images
 IMAGE_REGISTRY ?= mergevq
 IMAGE_TAG ?= 0.1.0
-IMAGES ?= operator trainer
-images: node-deps ## Build the operator and trainer (CPU) images with no registry (IMAGES=..., BASE_IMAGE=..., IMAGE_REGISTRY/TAG)
+IMAGES ?= operator trainer trainer-gpu
+images: node-deps ## Build operator, trainer (CPU) and trainer-gpu (CUDA) with no registry (IMAGES=..., BASE_IMAGE=..., IMAGE_REGISTRY/TAG)
 	DOCKER="$$(hack/images/docker-engine.sh)" IMAGE_REGISTRY=$(IMAGE_REGISTRY) IMAGE_TAG=$(IMAGE_TAG) hack/images/build.sh $(IMAGES)
-
-images-all: ## Also build trainer-gpu (tfjs-node-gpu on the CUDA libtensorflow + NVIDIA wheels from PyPI, ~5 GB)
-	$(MAKE) images IMAGES="operator trainer trainer-gpu"
