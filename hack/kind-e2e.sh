@@ -45,7 +45,7 @@ kind() { PATH="$SHIM:$PATH" "$KIND" "$@"; }
 s=$SECONDS; NODE_IMAGE="$(hack/kind/node-image.sh)"; bench node_image_seconds $((SECONDS - s)) s "$NODE_IMAGE"
 say "node image $NODE_IMAGE"
 s=$SECONDS
-IMAGE_REGISTRY=mergevq IMAGE_TAG=$TAG hack/images/build.sh operator trainer >/dev/null
+IMAGE_REGISTRY=mergevq IMAGE_TAG=$TAG BENCH_OUT="${BENCH_OUT:-}" hack/images/build.sh operator trainer >/dev/null
 d="$(mktemp -d)"; cp "$BIN/minio" "$d/"; printf 'FROM scratch\nCOPY minio /usr/local/bin/minio\nENTRYPOINT ["/usr/local/bin/minio"]\n' >"$d/Dockerfile"
 "$DOCKER" build -q -t mergevq/minio:$TAG "$d" >/dev/null; rm -rf "$d"
 bench images_seconds $((SECONDS - s)) s "operator trainer minio"
@@ -56,9 +56,7 @@ if [ "${KIND_GPU_IMAGE:-1}" != 0 ]; then
   bench images_seconds $((SECONDS - s)) s "trainer-gpu"
   GPU_IMAGES=(trainer-gpu)
 fi
-for img in operator trainer "${GPU_IMAGES[@]}"; do
-  bench image_size "$(( $("$DOCKER" image inspect -f '{{.Size}}' "mergevq/$img:$TAG") / 1000000 ))" MB "$img"
-done
+# (image sizes and build times: written by hack/images/build.sh itself when BENCH_OUT is set)
 
 export KUBECONFIG="$CACHE_ROOT/kind/$NAME.kubeconfig"
 PF=""
