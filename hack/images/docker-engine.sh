@@ -21,6 +21,8 @@ if [ ! -x /usr/sbin/dockerd ] && [ ! -x /usr/bin/dockerd ]; then
 fi
 DOCKER=/usr/bin/docker
 DOCKERD="$(command -v dockerd || echo /usr/sbin/dockerd)"
+# The runc wrapper edits OCI bundles with jq.
+command -v jq >/dev/null || { apt-get update -qq >&2; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq jq >&2; }
 
 # Runtime wrapper for kind's privileged node containers (see hack/kind/runc-wrapper.sh).
 install -m 0755 "$HERE/../kind/runc-wrapper.sh" /usr/local/sbin/mergevq-runc
