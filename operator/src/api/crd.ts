@@ -3,11 +3,9 @@
 // no $schema/$ref, no additionalProperties next to properties, int-or-string for quantities,
 // preserve-unknown-fields for free-form maps, safe-integer bounds dropped.
 import { z } from "zod";
-import { GROUP, VERSION } from "./v1alpha1/common.ts";
-import type { CRDS } from "./v1alpha1/index.ts";
+import { API_VERSION, type CrdDef, GROUP, VERSION } from "./v1alpha1/index.ts";
 
 type Json = Record<string, unknown>;
-type CrdDef = (typeof CRDS)[number];
 
 const SAFE = Number.MAX_SAFE_INTEGER;
 const QUANTITY_CEL = "type(self) == int || self.matches('^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$')";
@@ -66,7 +64,7 @@ export function openApiSchema(def: CrdDef): Json {
   const props = js.properties as Json;
   return {
     type: "object",
-    description: `${def.kind} is a MergeVQ run (mergevq.ai/v1alpha1). See https://github.com/mergevq-k8s for the full reference.`,
+    description: `${def.kind} is a MergeVQ run (${API_VERSION}). See https://github.com/mergevq-k8s for the full reference.`,
     required: ["spec"],
     properties: {
       apiVersion: {

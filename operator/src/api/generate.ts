@@ -5,7 +5,7 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { stringify } from "yaml";
 import { crdObject } from "./crd.ts";
-import { CRDS } from "./v1alpha1/index.ts";
+import { CRDS, GROUP } from "./v1alpha1/index.ts";
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../..");
 export const CRD_DIRS = ["crds", "charts/mergevq-operator/crds"];
@@ -15,7 +15,7 @@ const HEADER =
 export function renderCrds(): Map<string, string> {
   const out = new Map<string, string>();
   for (const def of CRDS) {
-    const file = `mergevq.ai_${def.plural}.yaml`;
+    const file = `${GROUP}_${def.plural}.yaml`;
     out.set(file, HEADER + stringify(crdObject(def), { lineWidth: 0, aliasDuplicateObjects: false }));
   }
   return out;

@@ -1,13 +1,15 @@
 // Invalid specs shared by the unit tests (zod) and the integration test (real apiserver: OpenAPI + CEL).
 // Each case mutates the valid demo TokenizerTraining/ARTraining/SamplingJob and names the field the error
 // must mention.
+import type { RunKind } from "./v1alpha1/index.ts";
+
 /** A CR as plain JSON: fixtures poke arbitrary nested fields, so the type is deliberately loose. */
 // biome-ignore lint/suspicious/noExplicitAny: fixtures mutate arbitrary nested fields of a plain object
 export type Loose = Record<string, any>;
 
 export interface InvalidCase {
   name: string;
-  kind: "TokenizerTraining" | "ARTraining" | "SamplingJob";
+  kind: RunKind;
   /** Mutates a deep copy of the valid example. */
   mutate: (o: Loose) => void;
   /** Substring every rejection (zod path or apiserver message) must contain. */

@@ -27,7 +27,7 @@ export interface InformerOptions<T extends KubernetesObject> {
   /** Name for logs and metrics, e.g. "pods" or "tokenizertrainings". */
   name: string;
   kc: KubeConfig;
-  /** Watch path, e.g. `/api/v1/pods` or `/apis/mergevq.io/v1alpha1/namespaces/ns/tokenizertrainings`. */
+  /** Watch path, e.g. `/api/v1/pods` or `/apis/mergevq.ai/v1alpha1/namespaces/ns/tokenizertrainings`. */
   path: string;
   list: ListPageFn<T>;
   labelSelector?: string;

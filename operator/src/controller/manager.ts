@@ -14,11 +14,12 @@ import {
   type V1Service,
 } from "@kubernetes/client-node";
 import type { Logger } from "../../../common/src/logger.ts";
+import { API_VERSION, CRDS, GROUP, isRunKind, VERSION } from "../api/v1alpha1/index.ts";
 import { ConflictError } from "../reconcile/apply.ts";
-import { GROUP, LABEL, MANAGED_SELECTOR } from "../reconcile/labels.ts";
+import { LABEL, MANAGED_SELECTOR } from "../reconcile/labels.ts";
 import { type Caches, UID_INDEX } from "../reconcile/observe.ts";
 import { Reconciler, runKeyOf } from "../reconcile/reconciler.ts";
-import { KINDS, type OperatorContext, type RunKind } from "../reconcile/run.ts";
+import type { OperatorContext, RunKind } from "../reconcile/run.ts";
 import { StatusReader } from "../reconcile/statusReader.ts";
 import { Informer, type InformerEvent } from "./informer.ts";
 import { LeaderElector } from "./leaderElection.ts";
@@ -56,11 +57,10 @@ export class Manager {
   private readonly informers: Informer<RawObj>[] = [];
   private readonly podInformers: Informer<V1Pod>[] = [];
   private readonly svcInformers: Informer<V1Service>[] = [];
-  private readonly runInformers: Record<RunKind, Informer<RawObj>[]> = {
-    TokenizerTraining: [],
-    ARTraining: [],
-    SamplingJob: [],
-  };
+  private readonly runInformers = Object.fromEntries(CRDS.map((d) => [d.kind, []])) as unknown as Record<
+    RunKind,
+    Informer<RawObj>[]
+  >;
   private elector: LeaderElector | undefined;
   private leading = false;
   private started = false;
@@ -133,17 +133,16 @@ export class Manager {
       return u ? [u] : [];
     };
     for (const ns of this.namespaces()) {
-      for (const kind of Object.keys(KINDS) as RunKind[]) {
-        const plural = KINDS[kind].plural;
+      for (const { kind, plural } of CRDS) {
         const inf = new Informer<RawObj>({
           ...common,
           name: `${plural}${ns ? `@${ns}` : ""}`,
-          path: ns ? `/apis/${GROUP}/v1alpha1/namespaces/${ns}/${plural}` : `/apis/${GROUP}/v1alpha1/${plural}`,
+          path: ns ? `/apis/${API_VERSION}/namespaces/${ns}/${plural}` : `/apis/${API_VERSION}/${plural}`,
           list: async (opts) =>
             (ns
               ? await custom.listNamespacedCustomObject({
                   group: GROUP,
-                  version: "v1alpha1",
+                  version: VERSION,
                   namespace: ns,
                   plural,
                   limit: opts.limit,
@@ -151,7 +150,7 @@ export class Manager {
                 })
               : await custom.listClusterCustomObject({
                   group: GROUP,
-                  version: "v1alpha1",
+                  version: VERSION,
                   plural,
                   limit: opts.limit,
                   _continue: opts.continueToken,
@@ -210,11 +209,7 @@ export class Manager {
     }
     // Multi-namespace: present the per-namespace informers as one cache each.
     return {
-      runs: {
-        TokenizerTraining: merged(this.runInformers.TokenizerTraining),
-        ARTraining: merged(this.runInformers.ARTraining),
-        SamplingJob: merged(this.runInformers.SamplingJob),
-      },
+      runs: Object.fromEntries(CRDS.map(({ kind }) => [kind, merged(this.runInformers[kind])])),
       pods: merged(this.podInformers),
       services: merged(this.svcInformers),
     } as unknown as Caches;
@@ -250,13 +245,13 @@ export class Manager {
     const owner = (obj.metadata?.ownerReferences ?? []).find(
       (r) => r.controller && r.apiVersion?.startsWith(`${GROUP}/`),
     );
-    if (!ns || !owner || !(owner.kind in KINDS)) return;
-    this.queue.add(runKeyOf(owner.kind as RunKind, ns, owner.name));
+    if (!ns || !owner || !isRunKind(owner.kind)) return;
+    this.queue.add(runKeyOf(owner.kind, ns, owner.name));
   }
 
   private phaseCounts(): Array<{ kind: string; phase: string; count: number }> {
     const out: Array<{ kind: string; phase: string; count: number }> = [];
-    for (const kind of Object.keys(KINDS) as RunKind[]) {
+    for (const { kind } of CRDS) {
       const counts = new Map<string, number>();
       for (const inf of this.runInformers[kind]) {
         for (const o of inf.list()) {

@@ -12,12 +12,11 @@ import {
   type V1Pod,
   type V1Service,
 } from "@kubernetes/client-node";
+import { API_VERSION, GROUP, KINDS, VERSION } from "../api/v1alpha1/index.ts";
 import { TerminalError } from "../controller/workqueue.ts";
-import { FIELD_MANAGER, GROUP } from "./labels.ts";
-import { KINDS, type RunKind } from "./run.ts";
+import { FIELD_MANAGER } from "./labels.ts";
+import type { RunKind } from "./run.ts";
 import type { RunEvent } from "./training.ts";
-
-export const VERSION = "v1alpha1";
 
 /** A write lost an optimistic-concurrency race; requeue without logging an error. */
 export class ConflictError extends Error {
@@ -201,7 +200,7 @@ export async function emitEvent(
     body: {
       metadata: { name: `${ref.name}.${randomBytes(8).toString("hex")}`, namespace: ref.namespace },
       involvedObject: {
-        apiVersion: `${GROUP}/${VERSION}`,
+        apiVersion: API_VERSION,
         kind: ref.kind,
         name: ref.name,
         namespace: ref.namespace,

@@ -20,7 +20,7 @@ import type {
   V1Service,
 } from "@kubernetes/client-node";
 import { DEFAULT_TERMINATION_MESSAGE_PATH, ENV } from "../../../common/src/contract.ts";
-import type { ARTraining, SamplingJob, TokenizerTraining } from "../api/v1alpha1/index.ts";
+import { API_VERSION, type ARTraining, type SamplingJob, type TokenizerTraining } from "../api/v1alpha1/index.ts";
 import {
   acceleratorAnnotations,
   acceleratorEnv,
@@ -41,7 +41,7 @@ import {
   serviceName,
   shardPodName,
 } from "./labels.ts";
-import { API_VERSION, type OperatorContext, type Run, statusUri, type TrainingRun } from "./run.ts";
+import { type OperatorContext, type Run, statusUri, type TrainingRun } from "./run.ts";
 
 export const TRAINER_CONTAINER = "trainer";
 /** emptyDir at /tmp in every trainer pod: the trainer images declare it as their only writable path (staging of

@@ -1,8 +1,8 @@
 // Names and labels of the children. Names are deterministic so that a create after a crash is idempotent
 // (409 AlreadyExists = already done) and so that pods of different attempts never collide.
 import { createHash } from "node:crypto";
+import { GROUP } from "../api/v1alpha1/group.ts";
 
-export const GROUP = "mergevq.ai";
 export const FIELD_MANAGER = "mergevq-operator";
 
 export const LABEL = {

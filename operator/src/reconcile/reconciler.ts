@@ -2,6 +2,7 @@
 // → delete/create children → events. Keys are `<Kind>/<namespace>/<name>`.
 import type { CoreV1Api, CustomObjectsApi, V1Pod } from "@kubernetes/client-node";
 import type { Logger } from "../../../common/src/logger.ts";
+import { isRunKind } from "../api/v1alpha1/index.ts";
 import type { ReconcileResult } from "../controller/workqueue.ts";
 import {
   type Clients,
@@ -21,7 +22,7 @@ import { LABEL } from "./labels.ts";
 import { type Caches, observe, readDocuments } from "./observe.ts";
 import { planSampling } from "./pipeline.ts";
 import { REASON } from "./reasons.ts";
-import { KINDS, type OperatorContext, parseRun, type RunKind, type RunStatus } from "./run.ts";
+import { type OperatorContext, parseRun, type RunKind, type RunStatus } from "./run.ts";
 import { freshDocuments, mergePatchDiff, StatusBuilder } from "./status.ts";
 import type { StatusReader } from "./statusReader.ts";
 import { type Plan, planTraining, type RunEvent } from "./training.ts";
@@ -34,8 +35,8 @@ export function runKeyOf(kind: RunKind, namespace: string, name: string): string
 
 export function parseKey(key: string): { kind: RunKind; namespace: string; name: string } {
   const [kind, namespace, name] = key.split("/");
-  if (!(kind in KINDS) || !namespace || !name) throw new Error(`bad key ${key}`);
-  return { kind: kind as RunKind, namespace, name };
+  if (!isRunKind(kind) || !namespace || !name) throw new Error(`bad key ${key}`);
+  return { kind, namespace, name };
 }
 
 export interface ReconcilerDeps {

@@ -1,7 +1,7 @@
 // A parsed run of any of the three kinds, plus the operator-wide settings the pure functions need.
 // Specs are parsed with the API's zod schemas (the single source of truth), which also applies defaults,
 // so the rest of the reconcile code reads fully-defaulted values.
-import { API_VERSION, ARTraining, SamplingJob, TokenizerTraining } from "../api/v1alpha1/index.ts";
+import { type ARTraining, KINDS, type SamplingJob, type TokenizerTraining } from "../api/v1alpha1/index.ts";
 import type { AcceleratorProfiles } from "./accelerator.ts";
 
 export type Run = TokenizerTraining | ARTraining | SamplingJob;
@@ -9,17 +9,6 @@ export type RunKind = Run["kind"];
 export type TrainingRun = TokenizerTraining | ARTraining;
 export type RunStatus = NonNullable<SamplingJob["status"]>;
 export type ShardStatus = NonNullable<RunStatus["shards"]>[number];
-
-export const KINDS: Record<
-  RunKind,
-  { plural: string; schema: typeof TokenizerTraining | typeof ARTraining | typeof SamplingJob }
-> = {
-  TokenizerTraining: { plural: "tokenizertrainings", schema: TokenizerTraining },
-  ARTraining: { plural: "artrainings", schema: ARTraining },
-  SamplingJob: { plural: "samplingjobs", schema: SamplingJob },
-};
-
-export { API_VERSION };
 
 /** Operator-wide settings (from env, see main.ts). */
 export interface OperatorContext {

@@ -4,9 +4,16 @@ import { type ChildProcess, spawn } from "node:child_process";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import type { V1Pod } from "@kubernetes/client-node";
-import type { ARTraining, SamplingJob, TokenizerTraining } from "../api/v1alpha1/index.ts";
-import type { OperatorContext } from "../reconcile/run.ts";
-import { parseRun } from "../reconcile/run.ts";
+import {
+  API_VERSION,
+  type ARTraining,
+  arTrainingCrd,
+  type SamplingJob,
+  samplingJobCrd,
+  type TokenizerTraining,
+  tokenizerTrainingCrd,
+} from "../api/v1alpha1/index.ts";
+import { type OperatorContext, parseRun, type RunKind } from "../reconcile/run.ts";
 
 export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../..");
 
@@ -96,7 +103,7 @@ class RunBuilder<T> {
   }
   /** Parsed with the API schema (defaults applied). */
   obj(): T {
-    const p = parseRun(this.raw.kind as "TokenizerTraining", this.raw);
+    const p = parseRun(this.raw.kind as RunKind, this.raw);
     if (!p.ok) throw new Error(`fixture invalid: ${p.message}`);
     return p.run as T;
   }
@@ -112,8 +119,8 @@ const meta = (name: string) => ({
 
 export function makeTokenizerTraining(name: string) {
   return new RunBuilder<TokenizerTraining>({
-    apiVersion: "mergevq.ai/v1alpha1",
-    kind: "TokenizerTraining",
+    apiVersion: API_VERSION,
+    kind: tokenizerTrainingCrd.kind,
     metadata: meta(name),
     spec: {
       model: { preset: "T0" },
@@ -127,8 +134,8 @@ export function makeTokenizerTraining(name: string) {
 
 export function makeARTraining(name: string, tokenizer = "tok") {
   return new RunBuilder<ARTraining>({
-    apiVersion: "mergevq.ai/v1alpha1",
-    kind: "ARTraining",
+    apiVersion: API_VERSION,
+    kind: arTrainingCrd.kind,
     metadata: meta(name),
     spec: {
       tokenizerRef: { name: tokenizer },
@@ -143,8 +150,8 @@ export function makeARTraining(name: string, tokenizer = "tok") {
 
 export function makeSamplingJob(name: string, model = "ar", shards = 2) {
   return new RunBuilder<SamplingJob>({
-    apiVersion: "mergevq.ai/v1alpha1",
-    kind: "SamplingJob",
+    apiVersion: API_VERSION,
+    kind: samplingJobCrd.kind,
     metadata: meta(name),
     spec: {
       modelRef: { name: model },

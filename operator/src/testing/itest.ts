@@ -10,7 +10,9 @@ import {
   type TestNamespace,
   testEnv,
 } from "../../../test/cluster/testenv.ts";
-import { KINDS, type RunKind } from "../reconcile/run.ts";
+import { GROUP, KINDS, VERSION } from "../api/v1alpha1/index.ts";
+import { LABEL, MANAGED_SELECTOR } from "../reconcile/labels.ts";
+import type { RunKind } from "../reconcile/run.ts";
 import { fakeTrainerScript, makeTokenizerTraining, type OperatorProcess, startOperator } from "./fixtures.ts";
 
 // biome-ignore lint/suspicious/noExplicitAny: raw custom objects read in assertions
@@ -107,8 +109,8 @@ export class Harness {
 
   async create(kind: RunKind, raw: Record<string, unknown>): Promise<Obj> {
     return (await this.custom.createNamespacedCustomObject({
-      group: "mergevq.ai",
-      version: "v1alpha1",
+      group: GROUP,
+      version: VERSION,
       namespace: this.ns.name,
       plural: KINDS[kind].plural,
       body: raw,
@@ -118,8 +120,8 @@ export class Harness {
   async get(kind: RunKind, name: string): Promise<Obj | undefined> {
     try {
       return (await this.custom.getNamespacedCustomObject({
-        group: "mergevq.ai",
-        version: "v1alpha1",
+        group: GROUP,
+        version: VERSION,
         namespace: this.ns.name,
         plural: KINDS[kind].plural,
         name,
@@ -133,8 +135,8 @@ export class Harness {
   async patchSpec(kind: RunKind, name: string, patch: Obj): Promise<void> {
     await this.custom.patchNamespacedCustomObject(
       {
-        group: "mergevq.ai",
-        version: "v1alpha1",
+        group: GROUP,
+        version: VERSION,
         namespace: this.ns.name,
         plural: KINDS[kind].plural,
         name,
@@ -146,8 +148,8 @@ export class Harness {
 
   async delete(kind: RunKind, name: string): Promise<void> {
     await this.custom.deleteNamespacedCustomObject({
-      group: "mergevq.ai",
-      version: "v1alpha1",
+      group: GROUP,
+      version: VERSION,
       namespace: this.ns.name,
       plural: KINDS[kind].plural,
       name,
@@ -157,7 +159,7 @@ export class Harness {
   async pods(run?: string): Promise<k8s.V1Pod[]> {
     const l = await this.core.listNamespacedPod({
       namespace: this.ns.name,
-      labelSelector: run ? `mergevq.ai/run=${run}` : "app.kubernetes.io/managed-by=mergevq-operator",
+      labelSelector: run ? `${LABEL.run}=${run}` : MANAGED_SELECTOR,
     });
     return l.items;
   }

@@ -18,6 +18,7 @@ import {
   S3Config,
   Trainer,
 } from "./common.ts";
+import { API_VERSION } from "./group.ts";
 import { immutable, withRules } from "./rules.ts";
 
 export const ARModel = withRules(
@@ -118,9 +119,17 @@ export const ARTrainingSpec = withRules(
   [checkpointS3Rule, datasetS3Rule],
 );
 
+/** spec.names of the ARTraining CRD; the schema's `kind` literal and every plural lookup derive from them. */
+const arTrainingNames = {
+  kind: "ARTraining",
+  plural: "artrainings",
+  singular: "artraining",
+  shortNames: ["art"],
+} as const;
+
 export const ARTraining = z.object({
-  apiVersion: z.literal("mergevq.ai/v1alpha1"),
-  kind: z.literal("ARTraining"),
+  apiVersion: z.literal(API_VERSION),
+  kind: z.literal(arTrainingNames.kind),
   metadata: ObjectMeta,
   spec: ARTrainingSpec,
   status: RunStatus.optional(),
@@ -129,10 +138,7 @@ export type ARTraining = z.infer<typeof ARTraining>;
 export type ARTrainingSpec = z.infer<typeof ARTrainingSpec>;
 
 export const arTrainingCrd = {
-  kind: "ARTraining",
-  plural: "artrainings",
-  singular: "artraining",
-  shortNames: ["art"],
+  ...arTrainingNames,
   schema: ARTraining,
   printerColumns: [
     ...commonPrinterColumns,

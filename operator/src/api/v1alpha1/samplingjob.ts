@@ -14,6 +14,7 @@ import {
   storageUri,
   Trainer,
 } from "./common.ts";
+import { API_VERSION } from "./group.ts";
 import { immutable, withCel, withRules } from "./rules.ts";
 
 export const SamplingParams = withRules(
@@ -113,9 +114,17 @@ export const SamplingJobSpec = withRules(
   ],
 );
 
+/** spec.names of the SamplingJob CRD; the schema's `kind` literal and every plural lookup derive from them. */
+const samplingJobNames = {
+  kind: "SamplingJob",
+  plural: "samplingjobs",
+  singular: "samplingjob",
+  shortNames: ["sj"],
+} as const;
+
 export const SamplingJob = z.object({
-  apiVersion: z.literal("mergevq.ai/v1alpha1"),
-  kind: z.literal("SamplingJob"),
+  apiVersion: z.literal(API_VERSION),
+  kind: z.literal(samplingJobNames.kind),
   metadata: ObjectMeta,
   spec: SamplingJobSpec,
   status: RunStatus.extend({
@@ -141,10 +150,7 @@ export type SamplingJob = z.infer<typeof SamplingJob>;
 export type SamplingJobSpec = z.infer<typeof SamplingJobSpec>;
 
 export const samplingJobCrd = {
-  kind: "SamplingJob",
-  plural: "samplingjobs",
-  singular: "samplingjob",
-  shortNames: ["sj"],
+  ...samplingJobNames,
   schema: SamplingJob,
   printerColumns: [
     { name: "Phase", type: "string", jsonPath: ".status.phase", description: "Run phase" },

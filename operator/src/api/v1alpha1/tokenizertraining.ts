@@ -17,6 +17,7 @@ import {
   storageUri,
   Trainer,
 } from "./common.ts";
+import { API_VERSION } from "./group.ts";
 import { immutable, isPerfectSquare, PERFECT_SQUARES, withRules } from "./rules.ts";
 
 const squares = `[${PERFECT_SQUARES.join(",")}]`;
@@ -212,9 +213,17 @@ export const TokenizerTrainingSpec = withRules(
   [checkpointS3Rule, datasetS3Rule],
 );
 
+/** spec.names of the TokenizerTraining CRD; the schema's `kind` literal and every plural lookup derive from them. */
+const tokenizerTrainingNames = {
+  kind: "TokenizerTraining",
+  plural: "tokenizertrainings",
+  singular: "tokenizertraining",
+  shortNames: ["tt", "tokt"],
+} as const;
+
 export const TokenizerTraining = z.object({
-  apiVersion: z.literal("mergevq.ai/v1alpha1"),
-  kind: z.literal("TokenizerTraining"),
+  apiVersion: z.literal(API_VERSION),
+  kind: z.literal(tokenizerTrainingNames.kind),
   metadata: ObjectMeta,
   spec: TokenizerTrainingSpec,
   status: RunStatus.optional(),
@@ -223,10 +232,7 @@ export type TokenizerTraining = z.infer<typeof TokenizerTraining>;
 export type TokenizerTrainingSpec = z.infer<typeof TokenizerTrainingSpec>;
 
 export const tokenizerTrainingCrd = {
-  kind: "TokenizerTraining",
-  plural: "tokenizertrainings",
-  singular: "tokenizertraining",
-  shortNames: ["tt", "tokt"],
+  ...tokenizerTrainingNames,
   schema: TokenizerTraining,
   printerColumns: [
     ...commonPrinterColumns,
