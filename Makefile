@@ -3,8 +3,13 @@ SHELL := /usr/bin/env bash
 .SHELLFLAGS := -euo pipefail -c
 .DEFAULT_GOAL := help
 
+# Node 24 LTS for every target: the repo's own copy (hack/node.sh, from the npm registry; cached in ~/.cache/mergevq)
+# goes first on PATH, whatever Node the machine has. MERGEVQ_NODE_PREFIX= (empty) keeps the machine's.
+MERGEVQ_NODE_PREFIX ?= $(shell hack/node.sh)
+ifneq ($(MERGEVQ_NODE_PREFIX),)
+export PATH := $(MERGEVQ_NODE_PREFIX)/bin:$(PATH)
+endif
 NODE_TEST := node --import tsx --test --test-reporter=spec
-# Node 20's --test does not expand globs: list the files here.
 UNIT_TESTS = $(shell find common operator trainer test/cluster -name '*.test.ts' | sort)
 INTEGRATION_TESTS = $(shell find test/integration -name '*.test.ts' | sort)
 E2E_TESTS = $(shell find test/e2e -name '*.test.ts' 2>/dev/null | sort)
