@@ -15,8 +15,8 @@ import {
 import { API_VERSION, GROUP, KINDS, VERSION } from "../api/v1alpha1/index.ts";
 import { TerminalError } from "../controller/workqueue.ts";
 import { FIELD_MANAGER } from "./labels.ts";
+import type { RunEvent } from "./plan.ts";
 import type { RunKind } from "./run.ts";
-import type { RunEvent } from "./training.ts";
 
 /** A write lost an optimistic-concurrency race; requeue without logging an error. */
 export class ConflictError extends Error {

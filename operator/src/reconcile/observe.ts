@@ -10,11 +10,11 @@ import { apiCode } from "./apply.ts";
 import { isSucceeded, isTerminal } from "./failurePolicy.ts";
 import { LABEL } from "./labels.ts";
 import { type RefLookup, resolveSamplingInputs, resolveTokenizerForAR } from "./pipeline.ts";
+import { attemptOf, type Blocker, rankOf } from "./plan.ts";
 import { REASON } from "./reasons.ts";
 import { type OperatorContext, parseRun, type Run, type RunKind, statusUri } from "./run.ts";
 import { finalReportFromPod } from "./status.ts";
 import type { S3Credentials, StatusReader } from "./statusReader.ts";
-import { attemptOf, type Blocker, rankOf } from "./training.ts";
 
 export const UID_INDEX = "owner-uid";
 

@@ -14,7 +14,7 @@ import {
   resolveTokenizerForAR,
   type SamplingObserved,
 } from "./pipeline.ts";
-import type { Plan } from "./training.ts";
+import type { Plan } from "./plan.ts";
 
 const ctx = testContext();
 const T0 = Date.parse("2026-01-01T00:00:00Z");

@@ -11,11 +11,11 @@ import { podsToClean } from "./cleanup.ts";
 import { desiredReducePod, desiredShardPod } from "./desired.ts";
 import { classifyPod, deadline, decide, isFailed, isRunning, isSucceeded } from "./failurePolicy.ts";
 import { LABEL } from "./labels.ts";
+import { attemptOf, BLOCKED_REQUEUE_MS, type Blocker, type Plan, PlanBuilder } from "./plan.ts";
 import { REASON } from "./reasons.ts";
 import type { OperatorContext, RunStatus, ShardStatus } from "./run.ts";
 import { applyFinalReport, finalReportFromPod, percent, StatusBuilder } from "./status.ts";
 import { markResumed, markSuspended } from "./suspend.ts";
-import { attemptOf, BLOCKED_REQUEUE_MS, type Blocker, type Plan, type RunEvent } from "./training.ts";
 import { ttlDecision } from "./ttl.ts";
 
 type RefRun = TokenizerTraining | ARTraining;
@@ -114,36 +114,28 @@ export function planSampling(o: SamplingObserved, ctx: OperatorContext): Plan {
   const rp = run.spec.runPolicy;
   const nowIso = new Date(o.now).toISOString();
   const b = new StatusBuilder(run.status as RunStatus | undefined, nowIso, run.metadata.generation);
-  const plan: Plan = { status: b.s, createPods: [], deletePods: [], deleteRun: false, events: [] };
-  const ev = (type: RunEvent["type"], reason: string, message: string) => plan.events.push({ type, reason, message });
-  const del = (pods: readonly V1Pod[]) => {
-    for (const p of pods) {
-      const n = p.metadata?.name;
-      if (n && !p.metadata?.deletionTimestamp && !plan.deletePods.includes(n)) plan.deletePods.push(n);
-    }
-  };
-  const requeue = (v: number) => {
-    plan.requeueAfterMs = Math.max(500, Math.min(plan.requeueAfterMs ?? Number.POSITIVE_INFINITY, Math.round(v)));
-  };
+  const pb = new PlanBuilder(b);
+  const plan = pb.plan;
+  // Unlike training's failRun: a SamplingJob never sets a Restarting condition, and failing cleans up its pods.
   const fail = (reason: string, message: string) => {
     b.s.phase = "Failed";
     b.s.completionTime ??= nowIso;
     b.cond("Failed", "True", reason, message);
     b.cond("Running", "False", reason, "run failed");
-    ev("Warning", reason, message);
-    del(podsToClean(o.pods, rp.cleanPodPolicy === "None" ? "Running" : rp.cleanPodPolicy));
+    pb.event("Warning", reason, message);
+    pb.del(podsToClean(o.pods, rp.cleanPodPolicy === "None" ? "Running" : rp.cleanPodPolicy));
   };
 
   if (b.s.phase === "Succeeded" || b.s.phase === "Failed") {
-    del(podsToClean(o.pods, rp.cleanPodPolicy));
+    pb.del(podsToClean(o.pods, rp.cleanPodPolicy));
     const ttl = ttlDecision(b.s.completionTime, rp.ttlSecondsAfterFinished, o.now);
     if (ttl.kind === "delete") plan.deleteRun = true;
-    else if (ttl.kind === "wait") requeue(ttl.ms);
+    else if (ttl.kind === "wait") pb.requeue(ttl.ms);
     return plan;
   }
   if (rp.suspend) {
-    del(o.pods);
-    if (markSuspended(b)) ev("Normal", REASON.Suspended, "run suspended: deleting pods");
+    pb.del(o.pods);
+    if (markSuspended(b)) pb.event("Normal", REASON.Suspended, "run suspended: deleting pods");
     return plan;
   }
   const nShards = run.spec.sampling.shards;
@@ -152,25 +144,25 @@ export function planSampling(o: SamplingObserved, ctx: OperatorContext): Plan {
     shards = shards.map((s) =>
       s.phase === "Succeeded" || s.attempts === 0 ? s : { ...s, attempts: s.attempts + 1, phase: "Pending" },
     );
-    ev("Normal", REASON.Resumed, "run resumed: unfinished shards restart, finished shards are kept");
+    pb.event("Normal", REASON.Resumed, "run resumed: unfinished shards restart, finished shards are kept");
   }
   const dl = deadline(b.s.startTime, rp.activeDeadlineSeconds, o.now);
   if (dl.exceeded) {
     fail(REASON.DeadlineExceeded, `run exceeded activeDeadlineSeconds=${rp.activeDeadlineSeconds}`);
     return plan;
   }
-  if (dl.leftMs !== undefined) requeue(dl.leftMs + 100);
+  if (dl.leftMs !== undefined) pb.requeue(dl.leftMs + 100);
 
   const started = (b.s.attempt ?? 0) > 0;
   if (!started && o.blocker) {
     b.s.phase = "Waiting";
     if (b.cond("Admitted", "False", o.blocker.reason, o.blocker.message, true))
-      ev("Warning", o.blocker.reason, o.blocker.message);
-    requeue(BLOCKED_REQUEUE_MS);
+      pb.event("Warning", o.blocker.reason, o.blocker.message);
+    pb.requeue(BLOCKED_REQUEUE_MS);
     return plan;
   }
   if (b.cond("Admitted", "True", REASON.Admitted, "model and tokenizer checkpoints resolved"))
-    ev("Normal", REASON.Admitted, "run admitted");
+    pb.event("Normal", REASON.Admitted, "run admitted");
   if (!started) {
     b.s.attempt = 1;
     b.s.restartCount = 0;
@@ -190,7 +182,7 @@ export function planSampling(o: SamplingObserved, ctx: OperatorContext): Plan {
     if (sh.phase === "Succeeded") continue;
     if (sh.attempts === 0) sh.attempts = 1;
     const cur = mine.filter((p) => attemptOf(p) === sh.attempts);
-    del(mine.filter((p) => attemptOf(p) !== sh.attempts && !isSucceeded(p)));
+    pb.del(mine.filter((p) => attemptOf(p) !== sh.attempts && !isSucceeded(p)));
     const pod = cur[0];
     if (!pod) {
       plan.createPods.push(desiredShardPod(run, o.acc, ctx, sh.index, { attempt: sh.attempts, ...inputs }));
@@ -219,8 +211,12 @@ export function planSampling(o: SamplingObserved, ctx: OperatorContext): Plan {
       }
       sh.attempts += 1;
       sh.phase = "Pending";
-      del([pod]);
-      ev("Warning", REASON.ShardFailed, `shard ${sh.index} failed (${c.reason}); retrying as attempt ${sh.attempts}`);
+      pb.del([pod]);
+      pb.event(
+        "Warning",
+        REASON.ShardFailed,
+        `shard ${sh.index} failed (${c.reason}); retrying as attempt ${sh.attempts}`,
+      );
       plan.createPods.push(desiredShardPod(run, o.acc, ctx, sh.index, { attempt: sh.attempts, ...inputs }));
       continue;
     }
@@ -239,7 +235,7 @@ export function planSampling(o: SamplingObserved, ctx: OperatorContext): Plan {
     const anyRunning = shards.some((s) => s.phase === "Running");
     b.s.phase = anyRunning ? "Running" : "Pending";
     if (anyRunning) b.cond("Running", "True", REASON.Running, `${done}/${nShards} shard(s) done`);
-    requeue(30_000);
+    pb.requeue(30_000);
     return plan;
   }
 
@@ -252,20 +248,20 @@ export function planSampling(o: SamplingObserved, ctx: OperatorContext): Plan {
       extra: Object.fromEntries(shards.map((s) => [`shard-${s.index}`, s.outputUri ?? ""])),
     };
     b.cond("Succeeded", "True", REASON.Completed, `all ${nShards} shard(s) completed`);
-    ev("Normal", REASON.Completed, `all ${nShards} shard(s) completed (evaluation disabled)`);
-    del(podsToClean(o.pods, rp.cleanPodPolicy));
+    pb.event("Normal", REASON.Completed, `all ${nShards} shard(s) completed (evaluation disabled)`);
+    pb.del(podsToClean(o.pods, rp.cleanPodPolicy));
     return plan;
   }
 
   const attempt = b.s.attempt ?? 1;
   const reducePods = o.pods.filter((p) => p.metadata?.labels?.[LABEL.role] === "reduce");
-  del(reducePods.filter((p) => attemptOf(p) !== attempt));
+  pb.del(reducePods.filter((p) => attemptOf(p) !== attempt));
   const rpod = reducePods.find((p) => attemptOf(p) === attempt);
-  if (b.s.phase !== "Reducing") ev("Normal", REASON.Reducing, `all ${nShards} shard(s) done; computing gFID/IS`);
+  if (b.s.phase !== "Reducing") pb.event("Normal", REASON.Reducing, `all ${nShards} shard(s) done; computing gFID/IS`);
   b.s.phase = "Reducing";
   if (!rpod) {
     plan.createPods.push(desiredReducePod(run, ctx, { attempt, ...inputs }));
-    requeue(30_000);
+    pb.requeue(30_000);
     return plan;
   }
   if (isSucceeded(rpod)) {
@@ -278,10 +274,10 @@ export function planSampling(o: SamplingObserved, ctx: OperatorContext): Plan {
     const metrics = Object.entries(report?.metrics ?? {})
       .map(([k, v]) => `${k}=${v}`)
       .join(", ");
-    ev("Normal", REASON.MetricsReported, metrics || "reduce finished without metrics");
-    del(podsToClean(o.pods, rp.cleanPodPolicy));
+    pb.event("Normal", REASON.MetricsReported, metrics || "reduce finished without metrics");
+    pb.del(podsToClean(o.pods, rp.cleanPodPolicy));
     const ttl = ttlDecision(b.s.completionTime, rp.ttlSecondsAfterFinished, o.now);
-    if (ttl.kind === "wait") requeue(ttl.ms);
+    if (ttl.kind === "wait") pb.requeue(ttl.ms);
     return plan;
   }
   if (isFailed(rpod)) {
@@ -293,10 +289,10 @@ export function planSampling(o: SamplingObserved, ctx: OperatorContext): Plan {
     }
     b.s.attempt = attempt + 1;
     if (d.counted) b.s.restartCount = (b.s.restartCount ?? 0) + 1;
-    del([rpod]);
-    ev("Warning", REASON.ReduceFailed, `reduce failed (${c.reason}); retrying as attempt ${attempt + 1}`);
+    pb.del([rpod]);
+    pb.event("Warning", REASON.ReduceFailed, `reduce failed (${c.reason}); retrying as attempt ${attempt + 1}`);
     plan.createPods.push(desiredReducePod(run, ctx, { attempt: attempt + 1, ...inputs }));
   }
-  requeue(30_000);
+  pb.requeue(30_000);
   return plan;
 }

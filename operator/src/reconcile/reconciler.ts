@@ -21,11 +21,12 @@ import {
 import { LABEL } from "./labels.ts";
 import { type Caches, observe, readDocuments } from "./observe.ts";
 import { planSampling } from "./pipeline.ts";
+import type { Plan, RunEvent } from "./plan.ts";
 import { REASON } from "./reasons.ts";
 import { type OperatorContext, parseRun, type RunKind, type RunStatus } from "./run.ts";
 import { freshDocuments, mergePatchDiff, StatusBuilder } from "./status.ts";
 import type { StatusReader } from "./statusReader.ts";
-import { type Plan, planTraining, type RunEvent } from "./training.ts";
+import { planTraining } from "./training.ts";
 
 export const COMPONENT = "mergevq-operator";
 

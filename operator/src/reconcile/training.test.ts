@@ -7,7 +7,8 @@ import type { TokenizerTraining } from "../api/v1alpha1/index.ts";
 import { makeTokenizerTraining, testContext, withPhase } from "../testing/fixtures.ts";
 import { resolveAccelerator } from "./accelerator.ts";
 import { getCondition } from "./conditions.ts";
-import { type Plan, planTraining, type TrainingObserved } from "./training.ts";
+import type { Plan } from "./plan.ts";
+import { planTraining, type TrainingObserved } from "./training.ts";
 
 const ctx = testContext();
 const T0 = Date.parse("2026-01-01T00:00:00Z");

@@ -2,7 +2,7 @@
 // The plan's status is written first (it is the durable decision: e.g. "attempt k+1"), then pods are deleted
 // and created, then events are emitted. Every action is derived from the persisted status + observed pods, so
 // an operator killed anywhere in between redoes the same actions (deterministic names, 404/409 tolerated).
-import type { KubernetesObject, V1Pod, V1Service } from "@kubernetes/client-node";
+import type { V1Pod } from "@kubernetes/client-node";
 import type { FinalReport, Progress } from "../../../common/src/contract.ts";
 import type { ResolvedAccelerator } from "./accelerator.ts";
 import { podsToClean } from "./cleanup.ts";
@@ -20,7 +20,7 @@ import {
   stallCheckInMs,
 } from "./failurePolicy.ts";
 import { desiredPodGroup } from "./gang.ts";
-import { LABEL } from "./labels.ts";
+import { attemptOf, BLOCKED_REQUEUE_MS, type Blocker, type Plan, PlanBuilder, rankOf } from "./plan.ts";
 import { REASON } from "./reasons.ts";
 import type { OperatorContext, RunStatus, TrainingRun } from "./run.ts";
 import { applyFinalReport, finalReportFromPod, ingestProgress, StatusBuilder } from "./status.ts";
@@ -29,19 +29,6 @@ import { ttlDecision } from "./ttl.ts";
 
 /** A pod of the current attempt missing for longer than this while others exist counts as deleted under us. */
 export const MISSING_POD_GRACE_MS = 30_000;
-/** Poll interval while blocked on something we do not watch (Secrets, references in other namespaces). */
-export const BLOCKED_REQUEUE_MS = 10_000;
-
-export interface Blocker {
-  reason: string;
-  message: string;
-}
-
-export interface RunEvent {
-  type: "Normal" | "Warning";
-  reason: string;
-  message: string;
-}
 
 export interface TrainingObserved {
   now: number;
@@ -57,47 +44,6 @@ export interface TrainingObserved {
   progress?: Progress;
   /** metrics.json from S3 (used when the termination message carries no report). */
   metricsDoc?: FinalReport;
-}
-
-export interface Plan {
-  status: RunStatus;
-  createService?: V1Service;
-  /** PodGroup for a gang scheduler (Volcano / scheduler-plugins), created before the pods. */
-  createPodGroup?: KubernetesObject & { spec: Record<string, unknown> };
-  createPods: V1Pod[];
-  /** Pod names to delete. */
-  deletePods: string[];
-  deleteRun: boolean;
-  events: RunEvent[];
-  requeueAfterMs?: number;
-}
-
-export function attemptOf(pod: V1Pod): number {
-  return Number(pod.metadata?.labels?.[LABEL.attempt] ?? 0);
-}
-
-export function rankOf(pod: V1Pod): number {
-  return Number(pod.metadata?.labels?.[LABEL.nodeRank] ?? -1);
-}
-
-class PlanBuilder {
-  readonly plan: Plan;
-  constructor(readonly b: StatusBuilder) {
-    this.plan = { status: b.s, createPods: [], deletePods: [], deleteRun: false, events: [] };
-  }
-  requeue(msAfter: number): void {
-    const v = Math.max(500, Math.round(msAfter));
-    this.plan.requeueAfterMs = this.plan.requeueAfterMs === undefined ? v : Math.min(this.plan.requeueAfterMs, v);
-  }
-  del(pods: readonly V1Pod[]): void {
-    for (const p of pods) {
-      const n = p.metadata?.name;
-      if (n && !p.metadata?.deletionTimestamp && !this.plan.deletePods.includes(n)) this.plan.deletePods.push(n);
-    }
-  }
-  event(type: RunEvent["type"], reason: string, message: string): void {
-    this.plan.events.push({ type, reason, message });
-  }
 }
 
 /** Terminal failure: phase Failed, completion time, Failed condition. */
