@@ -13,6 +13,7 @@
 //   CLUSTER_DOMAIN              cluster DNS domain for MASTER_ADDR (default cluster.local)
 //   ACCELERATOR_PROFILES        JSON map name → {vendor, resourceName, perNode, nodeSelector, tolerations, hccl}
 //   CONCURRENCY                 parallel reconciles (default 4)
+//   WRITE_CONCURRENCY           pod create/delete calls in flight at once within one reconcile (1-256, default 16)
 //   RESYNC_SECONDS              informer resync period (default 300)
 //   PROGRESS_POLL_SECONDS       re-read progress.json of running runs this often (default 10)
 //   TRAINER_POD_SECURITY_CONTEXT / TRAINER_SECURITY_CONTEXT   JSON pod / container securityContext for trainer pods
@@ -26,6 +27,7 @@ import { createLogger } from "../../common/src/logger.ts";
 import { startHttp } from "./controller/health.ts";
 import { Manager } from "./controller/manager.ts";
 import { AcceleratorProfiles } from "./reconcile/accelerator.ts";
+import { DEFAULT_WRITE_CONCURRENCY } from "./reconcile/reconciler.ts";
 import type { OperatorContext } from "./reconcile/run.ts";
 
 export const OperatorEnv = z.object({
@@ -61,6 +63,7 @@ export const OperatorEnv = z.object({
       }
     }),
   CONCURRENCY: envInt({ min: 1, max: 64 }).default(4),
+  WRITE_CONCURRENCY: envInt({ min: 1, max: 256 }).default(DEFAULT_WRITE_CONCURRENCY),
   RESYNC_SECONDS: envInt({ min: 10, max: 86400 }).default(300),
   PROGRESS_POLL_SECONDS: envInt({ min: 1, max: 3600 }).default(10),
   TRAINER_POD_SECURITY_CONTEXT: jsonObject("a JSON object (a pod securityContext)"),
@@ -118,6 +121,7 @@ export async function main(): Promise<void> {
     leaseNamespace: env.LEADER_ELECTION_NAMESPACE ?? env.POD_NAMESPACE ?? "default",
     identity,
     concurrency: env.CONCURRENCY,
+    writeConcurrency: env.WRITE_CONCURRENCY,
     resyncMs: env.RESYNC_SECONDS * 1000,
     leaseDurationMs: env.LEASE_DURATION_SECONDS * 1000,
     renewDeadlineMs: env.RENEW_DEADLINE_SECONDS * 1000,

@@ -42,6 +42,8 @@ export interface ManagerOptions {
   leaseName?: string;
   identity: string;
   concurrency?: number;
+  /** Pod create/delete calls in flight at once within one reconcile (Reconciler writeConcurrency). */
+  writeConcurrency?: number;
   resyncMs?: number;
   metrics?: OperatorMetrics;
   leaseDurationMs?: number;
@@ -104,6 +106,7 @@ export class Manager {
       ctx: o.ctx,
       reader: new StatusReader(),
       logger: o.logger,
+      writeConcurrency: o.writeConcurrency,
     });
   }
 

@@ -219,12 +219,18 @@ export async function emitEvent(
   });
 }
 
-/** Run `fn` over items with bounded concurrency (create/delete of many pods). */
+/**
+ * Run `fn` over items with at most `limit` calls in flight (create/delete of many pods). Every item is tried;
+ * then the first TerminalError, else the first error, is thrown.
+ */
 export async function forEachLimit<T>(
   items: readonly T[],
   limit: number,
   fn: (t: T) => Promise<unknown>,
 ): Promise<void> {
+  // A limit of 0 would start no worker and silently skip every item.
+  if (!Number.isInteger(limit) || limit < 1)
+    throw new RangeError(`forEachLimit: limit must be a positive integer, got ${limit}`);
   let i = 0;
   const errors: unknown[] = [];
   const worker = async () => {

@@ -29,6 +29,8 @@ import type { StatusReader } from "./statusReader.ts";
 import { planTraining } from "./training.ts";
 
 export const COMPONENT = "mergevq-operator";
+/** Default of ReconcilerDeps.writeConcurrency (operator env WRITE_CONCURRENCY, Helm writeConcurrency). */
+export const DEFAULT_WRITE_CONCURRENCY = 16;
 
 export function runKeyOf(kind: RunKind, namespace: string, name: string): string {
   return `${kind}/${namespace}/${name}`;
@@ -48,14 +50,23 @@ export interface ReconcilerDeps {
   reader: StatusReader;
   logger: Logger;
   now?: () => number;
-  /** Concurrency of child create/delete calls within one reconcile. */
+  /**
+   * Most pod create/delete calls in flight at once within one reconcile (a positive integer; default
+   * DEFAULT_WRITE_CONCURRENCY). main.ts sets it from WRITE_CONCURRENCY.
+   */
   writeConcurrency?: number;
 }
 
 export class Reconciler {
   private readonly c: Clients;
+  private readonly writeConcurrency: number;
   constructor(private readonly d: ReconcilerDeps) {
     this.c = { core: d.core, custom: d.custom };
+    const wc = d.writeConcurrency ?? DEFAULT_WRITE_CONCURRENCY;
+    if (!Number.isInteger(wc) || wc < 1) {
+      throw new RangeError(`writeConcurrency (WRITE_CONCURRENCY) must be a positive integer, got ${wc}`);
+    }
+    this.writeConcurrency = wc;
   }
 
   private now(): number {
@@ -139,7 +150,7 @@ export class Reconciler {
     const wrote = await this.writeStatus(ref, meta.resourceVersion, raw.status, plan.status, log);
     if (wrote === "gone") return undefined;
     // 2. Children.
-    const conc = this.d.writeConcurrency ?? 16;
+    const conc = this.writeConcurrency;
     if (plan.deletePods.length) {
       log.info({ pods: plan.deletePods }, "deleting pods");
       await forEachLimit(plan.deletePods, conc, (n) => deletePod(this.c, namespace, n));
@@ -196,7 +207,7 @@ export class Reconciler {
   private async deleteChildren(uid: string, namespace: string, name: string, kind: RunKind, log: Logger) {
     const pods = this.d.caches.pods.byIndex("owner-uid", uid).filter((p) => !p.metadata?.deletionTimestamp);
     if (pods.length) log.info({ count: pods.length }, "deleting pods of deleted run");
-    await forEachLimit(pods, 16, (p) => deletePod(this.c, namespace, p.metadata!.name!));
+    await forEachLimit(pods, this.writeConcurrency, (p) => deletePod(this.c, namespace, p.metadata!.name!));
     if (kind !== "SamplingJob") {
       const svcs = this.d.caches.services.byIndex("owner-uid", uid);
       for (const s of svcs) await deleteService(this.c, namespace, s.metadata!.name!);
@@ -213,7 +224,7 @@ export class Reconciler {
       (o.metadata?.ownerReferences ?? []).some((r) => r.kind === kind && r.name === name);
     const pods = this.d.caches.pods.list(namespace).filter(owned);
     if (pods.length) log.info({ count: pods.length }, "deleting orphaned pods");
-    await forEachLimit(pods, 16, (p) => deletePod(this.c, namespace, p.metadata!.name!));
+    await forEachLimit(pods, this.writeConcurrency, (p) => deletePod(this.c, namespace, p.metadata!.name!));
     for (const s of this.d.caches.services.list(namespace).filter(owned)) {
       if (s.metadata?.labels?.[LABEL.kind] === kind) await deleteService(this.c, namespace, s.metadata!.name!);
     }
