@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { FinalReport, Progress, TERMINATION_MESSAGE_LIMIT, terminationMessage } from "./contract.ts";
+import { ENV, FinalReport, Progress, SamplingStep, TERMINATION_MESSAGE_LIMIT, terminationMessage } from "./contract.ts";
 
 describe("contract", () => {
   it("round-trips a final report through the termination message", () => {
@@ -20,5 +20,11 @@ describe("contract", () => {
   });
   it("rejects a progress document without a step", () => {
     assert.equal(Progress.safeParse({ totalSteps: 3, updatedAt: "x" }).success, false);
+  });
+  it("MERGEVQ_STEP takes exactly sample or reduce", () => {
+    assert.equal(ENV.STEP, "MERGEVQ_STEP");
+    assert.equal(SamplingStep.parse("sample"), "sample");
+    assert.equal(SamplingStep.parse("reduce"), "reduce");
+    for (const bad of ["", "train", "Sample", "eval"]) assert.equal(SamplingStep.safeParse(bad).success, false);
   });
 });

@@ -41,6 +41,7 @@ export const ENV = {
   MODEL_CHECKPOINT: "MERGEVQ_MODEL_CHECKPOINT", // SamplingJob input
   SHARD_INDEX: "MERGEVQ_SHARD_INDEX", // SamplingJob shard
   NUM_SHARDS: "MERGEVQ_NUM_SHARDS",
+  STEP: "MERGEVQ_STEP", // SamplingJob pods only: a SamplingStep ("sample" on shard pods, "reduce" on the reduce pod)
   INCEPTION_URI: "MERGEVQ_INCEPTION_URI", // ONNX Inception for rFID/gFID; unset → generated random net (labelled)
   TEACHER_URI: "MERGEVQ_TEACHER_URI", // ONNX teacher for global alignment
   PERCEPTUAL_URI: "MERGEVQ_PERCEPTUAL_URI", // frozen LPIPS/VGG weights for the perceptual loss
@@ -51,6 +52,15 @@ export const ENV = {
   AWS_ACCESS_KEY_ID: "AWS_ACCESS_KEY_ID",
   AWS_SECRET_ACCESS_KEY: "AWS_SECRET_ACCESS_KEY",
 } as const;
+
+/**
+ * Values of MERGEVQ_STEP: which step of a SamplingJob a pod runs. Shard pods get "sample", the reduce pod
+ * "reduce"; training pods do not get the variable. The default container args name the same step (the
+ * `sample` / `reduce` sub-commands); the variable is what tells a bring-your-own `spec.trainer.command`
+ * without args which step it is.
+ */
+export const SamplingStep = z.enum(["sample", "reduce"]);
+export type SamplingStep = z.infer<typeof SamplingStep>;
 
 export const PROGRESS_FILE = "progress.json";
 export const METRICS_FILE = "metrics.json";

@@ -2,6 +2,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import type { V1EnvVar, V1Pod } from "@kubernetes/client-node";
+import { ENV, SamplingStep } from "../../../common/src/contract.ts";
 import { makeSamplingJob, makeTokenizerTraining, testContext } from "../testing/fixtures.ts";
 import { resolveAccelerator } from "./accelerator.ts";
 import { desiredNodePods, desiredReducePod, desiredService, desiredShardPod, mergeEnv } from "./desired.ts";
@@ -261,6 +262,18 @@ test("sampling shard and reduce pods carry shard identity, inputs and distinct s
   assert.equal(reduce.metadata!.name, "s-reduce-a1");
   assert.equal(plain(envOf(reduce)).MERGEVQ_STATUS_URI, "s3://ckpt/s/status");
   assert.deepEqual(reduce.spec!.containers[0].args, ["reduce"]);
+});
+
+test("MERGEVQ_STEP (contract ENV.STEP): sample on shard pods, reduce on the reduce pod, absent on training pods", () => {
+  const run = makeSamplingJob("s", "ar", 2).obj();
+  const shard = plain(envOf(desiredShardPod(run, cpu(), ctx, 0, { attempt: 1 })));
+  const reduce = plain(envOf(desiredReducePod(run, ctx, { attempt: 1 })));
+  assert.equal(ENV.STEP, "MERGEVQ_STEP");
+  assert.equal(shard.MERGEVQ_STEP, "sample");
+  assert.equal(reduce.MERGEVQ_STEP, "reduce");
+  assert.deepEqual(SamplingStep.options, ["sample", "reduce"]);
+  const training = desiredNodePods(makeTokenizerTraining("t").nodes(2).obj(), cpu(), ctx, { attempt: 1 });
+  for (const p of training) assert.equal(plain(envOf(p)).MERGEVQ_STEP, undefined);
 });
 
 test("MERGEVQ_POD_IP comes from the downward API; perceptual weights are passed through", () => {

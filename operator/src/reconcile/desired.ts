@@ -19,7 +19,7 @@ import type {
   V1SecurityContext,
   V1Service,
 } from "@kubernetes/client-node";
-import { DEFAULT_TERMINATION_MESSAGE_PATH, ENV } from "../../../common/src/contract.ts";
+import { DEFAULT_TERMINATION_MESSAGE_PATH, ENV, SamplingStep } from "../../../common/src/contract.ts";
 import { API_VERSION, type ARTraining, type SamplingJob, type TokenizerTraining } from "../api/v1alpha1/index.ts";
 import {
   acceleratorAnnotations,
@@ -389,7 +389,7 @@ export function desiredShardPod(
     ...runEnv(run, inputs, statusUri(run.spec.checkpoint.uri, `shards/${shard}`)),
     { name: ENV.SHARD_INDEX, value: String(shard) },
     { name: ENV.NUM_SHARDS, value: String(run.spec.sampling.shards) },
-    { name: "MERGEVQ_STEP", value: "sample" },
+    { name: ENV.STEP, value: SamplingStep.enum.sample },
     ...s3Env(run, ctx),
     ...acceleratorEnv(acc),
   ];
@@ -414,7 +414,7 @@ export function desiredReducePod(run: SamplingJob, ctx: OperatorContext, inputs:
   const managed = [
     ...runEnv(run, inputs, statusUri(run.spec.checkpoint.uri)),
     { name: ENV.NUM_SHARDS, value: String(run.spec.sampling.shards) },
-    { name: "MERGEVQ_STEP", value: "reduce" },
+    { name: ENV.STEP, value: SamplingStep.enum.reduce },
     ...s3Env(run, ctx),
   ];
   const pod = basePod(
