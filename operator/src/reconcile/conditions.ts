@@ -73,7 +73,3 @@ export function setCondition(
 export function getCondition(list: readonly Condition[] | undefined, type: ConditionType): Condition | undefined {
   return list?.find((c) => c.type === type);
 }
-
-export function isTrue(list: readonly Condition[] | undefined, type: ConditionType): boolean {
-  return getCondition(list, type)?.status === "True";
-}

@@ -6,7 +6,6 @@ import { isRunKind } from "../api/v1alpha1/index.ts";
 import type { ReconcileResult } from "../controller/workqueue.ts";
 import {
   type Clients,
-  ConflictError,
   createPod,
   createPodGroup,
   createService,
@@ -19,7 +18,7 @@ import {
   patchStatus,
 } from "./apply.ts";
 import { LABEL } from "./labels.ts";
-import { type Caches, observe, readDocuments } from "./observe.ts";
+import { type Caches, observe, readDocuments, UID_INDEX } from "./observe.ts";
 import { planSampling } from "./pipeline.ts";
 import type { Plan, RunEvent } from "./plan.ts";
 import { REASON } from "./reasons.ts";
@@ -90,7 +89,7 @@ export class Reconciler {
     const ref = { kind, namespace, name, uid: meta.uid };
     if (meta.deletionTimestamp) {
       // Explicit child deletion: do not rely on the garbage collector alone.
-      await this.deleteChildren(ref.uid, namespace, name, kind, log);
+      await this.deleteChildren(ref.uid, namespace, kind, log);
       return undefined;
     }
 
@@ -165,7 +164,7 @@ export class Reconciler {
     void this.emit(ref, plan.events, log);
     if (plan.deleteRun) {
       log.info("deleting run: ttlSecondsAfterFinished elapsed");
-      await this.deleteChildren(ref.uid, namespace, name, kind, log);
+      await this.deleteChildren(ref.uid, namespace, kind, log);
       await deleteRun(this.c, ref);
       return undefined;
     }
@@ -204,15 +203,14 @@ export class Reconciler {
     );
   }
 
-  private async deleteChildren(uid: string, namespace: string, name: string, kind: RunKind, log: Logger) {
-    const pods = this.d.caches.pods.byIndex("owner-uid", uid).filter((p) => !p.metadata?.deletionTimestamp);
+  private async deleteChildren(uid: string, namespace: string, kind: RunKind, log: Logger) {
+    const pods = this.d.caches.pods.byIndex(UID_INDEX, uid).filter((p) => !p.metadata?.deletionTimestamp);
     if (pods.length) log.info({ count: pods.length }, "deleting pods of deleted run");
     await forEachLimit(pods, this.writeConcurrency, (p) => deletePod(this.c, namespace, p.metadata!.name!));
     if (kind !== "SamplingJob") {
-      const svcs = this.d.caches.services.byIndex("owner-uid", uid);
+      const svcs = this.d.caches.services.byIndex(UID_INDEX, uid);
       for (const s of svcs) await deleteService(this.c, namespace, s.metadata!.name!);
     }
-    void name;
   }
 
   /** The run is gone: delete children still labelled with its name whose owner no longer exists. */
@@ -230,5 +228,3 @@ export class Reconciler {
     }
   }
 }
-
-export { ConflictError };

@@ -40,16 +40,8 @@ export function parseRun(kind: RunKind, raw: unknown): ParseResult {
   return { ok: false, message };
 }
 
-export function runKey(run: { metadata: { namespace?: string; name?: string } }): string {
-  return `${run.metadata.namespace}/${run.metadata.name}`;
-}
-
 /** `<checkpoint.uri>/status` — where the trainer writes progress.json / metrics.json. */
 export function statusUri(checkpointUri: string, sub?: string): string {
   const base = `${checkpointUri.replace(/\/+$/, "")}/status`;
   return sub ? `${base}/${sub}` : base;
-}
-
-export function isTraining(run: Run): run is TrainingRun {
-  return run.kind === "TokenizerTraining" || run.kind === "ARTraining";
 }

@@ -1,12 +1,10 @@
 // Pure status helpers: progress/metrics ingestion from the trainer contract (common/src/contract.ts),
-// conditions (re-exported from conditions.ts), and the JSON merge-patch diff used for write-on-diff.
+// StatusBuilder (conditions via conditions.ts), and the JSON merge-patch diff used for write-on-diff.
 import type { V1Pod } from "@kubernetes/client-node";
 import { FinalReport, type Progress } from "../../../common/src/contract.ts";
 import { setCondition } from "./conditions.ts";
 import { TRAINER_CONTAINER } from "./desired.ts";
 import type { RunStatus } from "./run.ts";
-
-export { getCondition, isTrue, setCondition } from "./conditions.ts";
 
 /** Mutable status being built during one reconcile; `cond` records conditions with one generation. */
 export class StatusBuilder {

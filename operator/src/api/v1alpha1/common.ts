@@ -3,13 +3,11 @@
 import { z } from "zod";
 import { immutable, withRules } from "./rules.ts";
 
-const S3_URI = /^s3:\/\/[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](\/.*)?$/;
 const STORAGE_URI = /^(s3:\/\/[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](\/.*)?|file:\/\/\/.*)$/;
 const DATA_URI = /^(s3:\/\/[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](\/.*)?|file:\/\/\/.*|\/.*)$/;
 const DNS_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
 const QUANTITY = /^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$/;
 
-export const s3Uri = (what: string) => z.string().max(1024).regex(S3_URI, `${what} must be an s3://bucket/prefix URI`);
 export const storageUri = (what: string) =>
   z.string().max(1024).regex(STORAGE_URI, `${what} must be an s3://bucket/prefix or file:///path URI`);
 
@@ -20,12 +18,6 @@ export const Quantity = z
     z.string().max(64).regex(QUANTITY, "must be a Kubernetes quantity such as 500m or 8Gi"),
   ])
   .meta({ "x-kubernetes-int-or-string": true });
-
-export const LocalObjectRef = z
-  .object({
-    name: z.string().min(1).max(253).regex(DNS_LABEL, "must be a DNS-1123 label").describe("Name of the object."),
-  })
-  .describe("Reference to an object in the same namespace.");
 
 export const RunRef = z
   .object({
