@@ -45,12 +45,12 @@ import type { ProcessGroup } from "../dist/processGroup.ts";
 import {
   ARConfigError,
   type ARTrainConfig,
-  buildARTrainer,
   type ParsedARModelSpec,
   parseARModelSpec,
   parseARTrainConfig,
-  reportedLosses,
-} from "../train/arTrainer.ts";
+} from "../train/arConfig.ts";
+import { buildARTrainer } from "../train/arSetup.ts";
+import { reportedLosses } from "../train/arTrainer.ts";
 import { CheckpointError } from "../train/checkpoint.ts";
 import { listImageFolder } from "../train/localFolder.ts";
 import { nonFiniteReport, writeTermination } from "../train/report.ts";

@@ -22,7 +22,8 @@ import { createLogger } from "../../../common/src/logger.ts";
 import { selectBackend } from "../backend.ts";
 import { joinProcessGroup } from "../cliCommon.ts";
 import { rankFromEnv } from "../data/rank.ts";
-import { buildARTrainer, parseARModelSpec, parseARTrainConfig } from "./arTrainer.ts";
+import { parseARModelSpec, parseARTrainConfig } from "./arConfig.ts";
+import { buildARTrainer } from "./arSetup.ts";
 import type { TensorEntry } from "./checkpoint.ts";
 import { loadFrozenTokenizer } from "./frozenTokenizer.ts";
 

@@ -11,8 +11,10 @@ import { selectBackend } from "../backend.ts";
 import { resolveConfig } from "../config/tokenizer.ts";
 import { MergeVQTokenizer } from "../tokenizer/mergevq.ts";
 import { ensureTestPhotos } from "../util/testPhotos.ts";
+import { ARConfigError, parseARModelSpec, parseARTrainConfig } from "./arConfig.ts";
+import { buildARTrainer } from "./arSetup.ts";
 import { makeT0TokenizerCheckpoint } from "./arTesting.ts";
-import { ARConfigError, buildARTrainer, dropoutSeed, parseARModelSpec, parseARTrainConfig } from "./arTrainer.ts";
+import { dropoutSeed } from "./arTrainer.ts";
 import { CheckpointError, latestCheckpoint, loadCheckpoint } from "./checkpoint.ts";
 
 const log = createLogger({ component: "ar-trainer-test" }, { level: "warn" });

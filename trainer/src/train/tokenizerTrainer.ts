@@ -20,31 +20,27 @@
 // ranks fail fast instead of waiting. Only rank 0 writes checkpoints, progress.json and metrics.json; at
 // checkpoint steps every rank's data-order state is gathered into rank 0's checkpoint (`dataByRank`).
 import * as tf from "@tensorflow/tfjs";
-import type { Logger } from "../../../common/src/logger.ts";
-import { allReduceLosses, averageGradients, broadcastVariables } from "../dist/ddp.ts";
-import type { ProcessGroup } from "../dist/processGroup.ts";
 import { klAlignmentLoss, type OnnxTeacher } from "../losses/alignment.ts";
 import { adoptWeight, hingeDLoss, LeCamEma, nonSaturatingGLoss, type PatchGanDiscriminator } from "../losses/gan.ts";
 import type { PerceptualLoss } from "../losses/perceptual.ts";
 import { l1Loss, l1PerSample } from "../losses/reconstruction.ts";
 import type { Candidate } from "../tokenizer/candidates.ts";
 import { candidateForBatch } from "../tokenizer/candidates.ts";
-import { globalNorm, NamedAdam, NamedEma } from "./adam.ts";
-import { assertSameArchitecture, type Checkpoint, CheckpointError, loadCheckpoint } from "./checkpoint.ts";
+import { NamedAdam, NamedEma } from "./adam.ts";
+import { CheckpointError } from "./checkpoint.ts";
 import { lrAt, type TrainConfig } from "./config.ts";
-import { type BatchSource, type DataSourceState, disposeBatch, type TrainBatch } from "./localFolder.ts";
+import { type BatchSource, disposeBatch, type TrainBatch } from "./localFolder.ts";
 import {
-  assignCheckpointTensors,
-  checkpointTensors,
-  nonFiniteLosses,
-  type RunDeps,
-  RunReport,
-  roundLoss,
-  roundLosses,
-  scalarsFromRank0,
-  type VariableGroups,
-} from "./runReport.ts";
-import { stopSignal } from "./stopSignal.ts";
+  type LoopSummary,
+  NonFiniteLossError,
+  type ParamGroup,
+  type StepLosses,
+  TrainingLoop,
+  trainableVariables,
+} from "./loop.ts";
+import type { RunDeps, VariableGroups } from "./runReport.ts";
+
+export { NonFiniteLossError, type StepLosses };
 
 /** What the trainer needs from the tokenizer (MergeVQTokenizer satisfies it structurally). */
 export interface TrainableTokenizer {
@@ -76,20 +72,6 @@ export interface ModelTrainingInfo {
   clsWeight: number;
 }
 
-export class NonFiniteLossError extends Error {
-  constructor(
-    readonly step: number,
-    readonly details: Record<string, number>,
-    readonly lastCheckpoint: string | undefined,
-  ) {
-    super(
-      `non-finite loss/gradient at step ${step}: ${JSON.stringify(details)}; training stopped without applying ` +
-        `this update; last good checkpoint: ${lastCheckpoint ?? "none"}`,
-    );
-    this.name = "NonFiniteLossError";
-  }
-}
-
 export interface TrainerDeps extends RunDeps {
   model: TrainableTokenizer;
   info: ModelTrainingInfo;
@@ -100,19 +82,11 @@ export interface TrainerDeps extends RunDeps {
   cfg: TrainConfig;
 }
 
-export interface StepLosses {
-  [name: string]: number;
-}
-
-const isVar = (t: tf.Tensor): t is tf.Variable => t instanceof tf.Variable;
-
-export class TokenizerTrainer {
+export class TokenizerTrainer extends TrainingLoop {
   readonly model: TrainableTokenizer;
   readonly disc: PatchGanDiscriminator;
   readonly cfg: TrainConfig;
   readonly info: ModelTrainingInfo;
-  /** Optimiser steps done. */
-  step = 0;
   /** Micro-batches done (drives the K cycle). */
   microStep = 0;
   readonly lecam: LeCamEma;
@@ -121,49 +95,57 @@ export class TokenizerTrainer {
   private readonly adamG: NamedAdam;
   private readonly adamD: NamedAdam;
   private readonly ema: NamedEma;
-  private accG = new Map<string, tf.Tensor>();
-  private accD = new Map<string, tf.Tensor>();
-  private readonly log: Logger;
-  private readonly rank: number;
-  /** progress.json / metrics.json / checkpoint bookkeeping (rank 0 writes). */
-  private readonly report: RunReport;
-  private pg: ProcessGroup | undefined;
-  /** Losses averaged over ranks at the last log step (what progress.json reports). */
-  private lastReduced: StepLosses | undefined;
+  protected readonly checkpointKind = "tokenizer-train";
 
   constructor(private readonly deps: TrainerDeps) {
+    super(deps, deps.cfg);
     this.model = deps.model;
     this.disc = deps.disc;
     this.cfg = deps.cfg;
     this.info = deps.info;
-    this.log = deps.log;
-    this.rank = deps.rank ?? 0;
-    this.pg = deps.pg && deps.pg.worldSize > 1 ? deps.pg : undefined;
-    this.genVars = new Map();
-    for (const [name, t] of deps.model.getWeights()) {
-      if (isVar(t) && t.trainable) this.genVars.set(name, t);
-    }
-    if (this.genVars.size === 0) throw new Error("model exposes no trainable variables through getWeights()");
+    this.genVars = trainableVariables(deps.model.getWeights(), "model");
     this.discVars = new Map([...deps.disc.getWeights()].map(([n, t]) => [n, t as tf.Variable]));
     const adamOpts = { beta1: this.cfg.beta1, beta2: this.cfg.beta2, eps: this.cfg.eps };
     this.adamG = new NamedAdam(this.genVars, adamOpts);
     this.adamD = new NamedAdam(this.discVars, adamOpts);
     this.ema = new NamedEma(new Map([...this.genVars, ...this.discVars]), this.cfg.emaDecay);
     this.lecam = new LeCamEma(0, 0, 0.999);
-    this.report = new RunReport(deps, this.cfg);
   }
 
-  /** URI of the newest checkpoint written (rank 0) or resumed from. */
-  get lastCheckpoint(): string | undefined {
-    return this.report.lastCheckpoint;
+  protected paramGroups(): ParamGroup[] {
+    return [
+      {
+        key: "G",
+        vars: this.genVars,
+        optimizer: this.adamG,
+        prefix: "g/",
+        optimizerPrefix: "adam_g/",
+        optimizerMeta: "adamG",
+        normName: "gradNormG",
+      },
+      {
+        key: "D",
+        vars: this.discVars,
+        optimizer: this.adamD,
+        prefix: "d/",
+        optimizerPrefix: "adam_d/",
+        optimizerMeta: "adamD",
+        normName: "gradNormD",
+      },
+    ];
   }
 
   get stepsPerEpoch(): number {
     return Math.max(1, Math.floor(this.deps.data.epochSize / (this.cfg.batchSize * this.cfg.accum)));
   }
 
+  lrAt(step = this.step): number {
+    return lrAt(this.cfg, step, this.stepsPerEpoch);
+  }
+
+  /** lr of the next optimiser step. */
   get lr(): number {
-    return lrAt(this.cfg, this.step, this.stepsPerEpoch);
+    return this.lrAt();
   }
 
   /** K for the current micro-batch: deterministic cycle over the micro-batch counter. */
@@ -225,7 +207,7 @@ export class TokenizerTrainer {
     }, [...this.genVars.values()]);
     value.dispose();
     teacherFeat?.dispose();
-    this.accumulate(this.accG, this.genVars, grads);
+    this.accumulate(grads);
     const losses = readScalars(parts);
     return { losses, recon: recon as tf.Tensor4D, indices: indices as tf.Tensor };
   }
@@ -262,272 +244,83 @@ export class TokenizerTrainer {
       return tf.div(total, this.cfg.accum) as tf.Scalar;
     }, [...this.discVars.values()]);
     value.dispose();
-    this.accumulate(this.accD, this.discVars, grads);
+    this.accumulate(grads);
     return readScalars(parts);
   }
 
-  private accumulate(
-    acc: Map<string, tf.Tensor>,
-    vars: Map<string, tf.Variable>,
-    grads: Record<string, tf.Tensor | null>,
-  ): void {
-    for (const [name, v] of vars) {
-      const g = grads[v.name];
-      if (!g) continue;
-      const prev = acc.get(name);
-      if (prev) {
-        acc.set(name, tf.add(prev, g));
-        prev.dispose();
-        g.dispose();
-      } else {
-        acc.set(name, g);
-      }
-    }
-  }
-
-  /**
-   * Average the accumulated grads over ranks (process group), clip (optional) and apply them with Adam;
-   * NaN/Inf guard on the gradient norm (identical on every rank after averaging, so all ranks stop together).
-   */
-  private async applyUpdates(losses: StepLosses): Promise<{ gradNormG: number; gradNormD: number }> {
-    if (this.pg) {
-      const accG = this.accG;
-      const accD = this.accD;
-      this.accG = new Map();
-      this.accD = new Map();
-      this.accG = await averageGradients(this.pg, accG, { disposeInputs: true, key: "grads/G" });
-      this.accD = await averageGradients(this.pg, accD, { disposeInputs: true, key: "grads/D" });
-    }
-    const gradNormG = globalNorm(this.accG.values());
-    const gradNormD = globalNorm(this.accD.values());
-    if (!Number.isFinite(gradNormG) || !Number.isFinite(gradNormD)) {
-      this.dropAccumulated();
-      throw new NonFiniteLossError(this.step, { ...losses, gradNormG, gradNormD }, this.lastCheckpoint);
-    }
-    const lr = this.lr;
-    const clip = (acc: Map<string, tf.Tensor>, norm: number) => {
-      if (this.cfg.gradClip === null || norm <= this.cfg.gradClip) return acc;
-      const f = this.cfg.gradClip / (norm + 1e-6);
-      return new Map([...acc].map(([n, g]) => [n, tf.mul(g, f)]));
-    };
-    const g = clip(this.accG, gradNormG);
-    const d = clip(this.accD, gradNormD);
-    this.adamG.step(g, lr);
-    this.adamD.step(d, lr);
-    if (g !== this.accG) for (const t of g.values()) t.dispose();
-    if (d !== this.accD) for (const t of d.values()) t.dispose();
-    this.dropAccumulated();
-    return { gradNormG, gradNormD };
-  }
-
-  private dropAccumulated(): void {
-    for (const t of [...this.accG.values(), ...this.accD.values()]) t.dispose();
-    this.accG = new Map();
-    this.accD = new Map();
-  }
-
-  /**
-   * One optimiser step = `accum` micro-batches. Throws NonFiniteLossError (no update applied) when a loss
-   * or the gradient norm is NaN/Inf.
-   */
-  async trainStep(): Promise<StepLosses> {
-    const sums: StepLosses = {};
-    for (let a = 0; a < this.cfg.accum; a++) {
-      const cand = this.currentCandidate();
-      const batch = await this.deps.data.next(this.cfg.batchSize);
+  /** One micro-batch: G step, then D step on the same (detached) reconstruction; gradients accumulated. */
+  protected async forwardBackward(): Promise<StepLosses> {
+    const cand = this.currentCandidate();
+    const batch = await this.deps.data.next(this.cfg.batchSize);
+    try {
+      const g = await this.generatorStep(batch, cand.K);
+      g.indices.dispose();
       try {
-        const g = await this.generatorStep(batch, cand.K);
-        g.indices.dispose();
-        let dl: StepLosses;
-        try {
-          dl = await this.discriminatorStep(batch, g.recon);
-        } finally {
-          g.recon.dispose();
-        }
-        const all = { ...g.losses, ...dl };
-        const bad = nonFiniteLosses(all);
-        if (Object.keys(bad).length) {
-          this.dropAccumulated();
-          const err = new NonFiniteLossError(this.step, bad, this.lastCheckpoint);
-          // Tell the other ranks (they would otherwise wait for this rank's gradients until the timeout).
-          this.pg?.abort(err.message);
-          throw err;
-        }
-        for (const [k, v] of Object.entries(all)) sums[k] = (sums[k] ?? 0) + v / this.cfg.accum;
-        sums.K = cand.K;
+        return { ...g.losses, ...(await this.discriminatorStep(batch, g.recon)), K: cand.K };
       } finally {
-        disposeBatch(batch);
+        g.recon.dispose();
       }
-      this.ema.update();
-      this.microStep++;
+    } finally {
+      disposeBatch(batch);
     }
-    const norms = await this.applyUpdates(sums);
-    this.step++;
-    return { ...sums, ...norms, lr: this.lr };
+  }
+
+  /** EMA of every trainable parameter after each micro-batch; the K cycle advances. */
+  protected override afterMicroStep(): void {
+    this.ema.update();
+    this.microStep++;
   }
 
   /** Train until `cfg.steps`, with progress lines, progress.json and periodic checkpoints. */
   async run(opts: { onStep?: (step: number, losses: StepLosses) => void | Promise<void> } = {}): Promise<StepLosses> {
-    const total = this.cfg.steps;
-    const t0 = performance.now();
-    const startStep = this.step;
-    let last: StepLosses = {};
-    const imagesPerStep = this.cfg.batchSize * this.cfg.accum * (this.deps.worldSize ?? 1);
-    stopSignal.enterLoop();
-    try {
-      while (this.step < total) {
-        last = await this.trainStep();
-        const elapsed = (performance.now() - t0) / 1000;
-        const done = this.step - startStep;
-        const imagesPerSecond = (done * imagesPerStep) / elapsed;
-        const etaSeconds = ((total - this.step) * elapsed) / done;
-        if (this.step % this.cfg.logEvery === 0 || this.step === total) {
-          // Same condition on every rank (step-based), so every rank joins the reduction.
-          if (this.pg) last = await allReduceLosses(this.pg, last);
-          this.lastReduced = last;
-          this.log.info(
-            {
-              step: this.step,
-              totalSteps: total,
-              worldSize: this.deps.worldSize ?? 1,
-              losses: roundLosses(last),
-              imagesPerSecond: roundLoss(imagesPerSecond),
-              etaSeconds: roundLoss(etaSeconds),
-            },
-            "train progress",
-          );
-        }
-        const progress = { step: this.step, totalSteps: total, imagesPerSecond, etaSeconds };
-        await this.report.stepBoundary({ ...progress, losses: this.lastReduced ?? last }, this.pg, () =>
-          this.saveCheckpoint(),
-        );
-        await opts.onStep?.(this.step, last);
-      }
-    } finally {
-      stopSignal.leaveLoop();
-    }
-    if (this.report.finalCheckpointDue(this.step)) await this.saveCheckpoint();
-    await this.report.writeProgress({ step: this.step, totalSteps: total, losses: this.lastReduced ?? last }, true);
-    return this.lastReduced ?? last;
-  }
-
-  /** Write metrics.json (rank 0) under the status prefix. */
-  async writeMetrics(report: {
-    metrics: Record<string, number>;
-    notes?: string[];
-    imageUris?: string[];
-  }): Promise<void> {
-    await this.report.writeMetrics(this.step, report);
+    const summary: LoopSummary = await this.runLoop(opts);
+    return summary.losses;
   }
 
   // ---------------------------------------------------------------------------------------------
-  // Checkpoints
+  // Checkpoints (the loop stores G, D, both Adams, step and data state; here: EMA, micro-step, LeCam, configs)
 
-  toCheckpoint(dataByRank?: DataSourceState[]): Checkpoint {
-    if (this.accG.size || this.accD.size)
-      throw new CheckpointError("cannot checkpoint in the middle of an accumulation window");
-    const tensors = checkpointTensors(this.tensorGroups());
+  protected wrongKind(source: string, kind: string): string {
+    return `${source}: not a tokenizer training checkpoint (${kind})`;
+  }
+
+  protected checkpointMeta(): Record<string, unknown> {
     return {
-      kind: "tokenizer-train",
-      meta: {
-        step: this.step,
-        microStep: this.microStep,
-        adamG: { t: this.adamG.t },
-        adamD: { t: this.adamD.t },
-        lecam: this.lecam.getState(),
-        data: this.deps.data.getState(),
-        dataByRank,
-        architecture: this.architecture(),
-        modelConfig: this.info.config,
-        trainConfig: this.cfg,
-        backend: this.deps.backend,
-        rank: this.rank,
-        worldSize: this.deps.worldSize ?? 1,
-      },
-      tensors,
+      microStep: this.microStep,
+      lecam: this.lecam.getState(),
+      architecture: this.architecture(),
+      modelConfig: this.info.config,
+      trainConfig: this.cfg,
     };
   }
 
-  /** Every variable a checkpoint holds (and rank 0 broadcasts), by checkpoint prefix. */
-  private tensorGroups(): VariableGroups {
-    return [
-      ["g/", this.genVars],
-      ["d/", this.discVars],
-      ["ema/", this.ema.shadow],
-      ["adam_g/m/", this.adamG.m],
-      ["adam_g/v/", this.adamG.v],
-      ["adam_d/m/", this.adamD.m],
-      ["adam_d/v/", this.adamD.v],
-    ];
+  protected checkCompatible(meta: Record<string, unknown>, source: string): void {
+    this.sameArchitecture(meta.architecture, this.architecture(), source);
+    if (typeof meta.microStep !== "number" || !meta.lecam)
+      throw new CheckpointError(`${source}: header lacks microStep / lecam`);
+  }
+
+  protected override restoreMeta(meta: Record<string, unknown>): void {
+    this.microStep = meta.microStep as number;
+    this.lecam.setState(meta.lecam as { emaReal: number; emaFake: number });
+  }
+
+  protected override extraVariables(): VariableGroups {
+    return [["ema/", this.ema.shadow]];
+  }
+
+  protected override scalarState(): Record<string, unknown> {
+    return { microStep: this.microStep, lecam: this.lecam.getState() };
+  }
+
+  protected override setScalarState(s: Record<string, unknown>): void {
+    this.microStep = s.microStep as number;
+    this.lecam.setState(s.lecam as { emaReal: number; emaFake: number });
   }
 
   /** Architecture = model architecture + discriminator shape (must match to resume). */
   architecture(): unknown {
     return { model: this.info.architecture, discriminator: this.disc.config };
-  }
-
-  loadFromCheckpoint(ckpt: Checkpoint, source: string): void {
-    if (ckpt.kind !== "tokenizer-train")
-      throw new CheckpointError(`${source}: not a tokenizer training checkpoint (${ckpt.kind})`);
-    assertSameArchitecture(ckpt.meta.architecture, this.architecture(), source);
-    assignCheckpointTensors(ckpt, source, this.tensorGroups());
-    const meta = ckpt.meta as {
-      step: number;
-      microStep: number;
-      adamG: { t: number };
-      adamD: { t: number };
-      lecam: { emaReal: number; emaFake: number };
-      data: DataSourceState;
-      dataByRank?: DataSourceState[];
-      worldSize?: number;
-    };
-    this.step = meta.step;
-    this.report.lastCheckpointStep = meta.step;
-    this.microStep = meta.microStep;
-    this.adamG.t = meta.adamG.t;
-    this.adamD.t = meta.adamD.t;
-    this.lecam.setState(meta.lecam);
-    this.deps.data.setState(meta.dataByRank?.[this.rank] ?? meta.data);
-  }
-
-  /** Write a checkpoint (rank 0). With a process group EVERY rank must call it (the data states are gathered). */
-  async saveCheckpoint(): Promise<string | undefined> {
-    return this.report.saveCheckpoint(this.step, this.pg, (dataByRank) => this.toCheckpoint(dataByRank));
-  }
-
-  /** Attach the process group after construction (the rendezvous needs the resumed step). */
-  attachProcessGroup(pg: ProcessGroup | undefined): void {
-    this.pg = pg && pg.worldSize > 1 ? pg : undefined;
-  }
-
-  /**
-   * Make every rank hold rank 0's state: weights (G, D), EMA shadows, both Adams' moments (broadcast), and
-   * the scalar state (step, micro-step, Adam step counts, LeCam EMAs). Call on every rank after building
-   * (and after resuming) and before the first step. No-op without a process group.
-   */
-  async syncFromRank0(): Promise<void> {
-    if (!this.pg) return;
-    const all = new Map<string, tf.Variable>();
-    for (const [prefix, m] of this.tensorGroups()) for (const [n, v] of m) all.set(`${prefix}${n}`, v);
-    await broadcastVariables(this.pg, all, { key: "initial-state" });
-    const root = await scalarsFromRank0(this.pg, this.rank, {
-      step: this.step,
-      microStep: this.microStep,
-      tG: this.adamG.t,
-      tD: this.adamD.t,
-      lecam: this.lecam.getState(),
-    });
-    this.microStep = root.microStep;
-    this.adamG.t = root.tG;
-    this.adamD.t = root.tD;
-    this.lecam.setState(root.lecam);
-    this.log.info({ tensors: all.size, step: this.step }, "initial state broadcast from rank 0");
-  }
-
-  async resume(uri: string): Promise<void> {
-    const ckpt = await loadCheckpoint(uri);
-    this.loadFromCheckpoint(ckpt, uri);
-    this.report.resumed(uri, this.step);
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -591,10 +384,8 @@ export class TokenizerTrainer {
     return opts.ema === false ? run() : this.withEmaWeights(run);
   }
 
-  dispose(): void {
-    this.dropAccumulated();
-    this.adamG.dispose();
-    this.adamD.dispose();
+  override dispose(): void {
+    super.dispose();
     this.ema.dispose();
   }
 }
