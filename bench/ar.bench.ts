@@ -13,7 +13,7 @@ import { generate } from "../trainer/src/ar/generate.ts";
 import { GPT } from "../trainer/src/ar/gpt.ts";
 import { dupFromCodes } from "../trainer/src/ar/mergeAR.ts";
 import { randomizeWeights, sequencesWithDuplicates, tinyConfig } from "../trainer/src/ar/testing.ts";
-import { selectBackend } from "../trainer/src/backend.ts";
+import { selectBackend } from "../trainer/src/backend/select.ts";
 
 const quick = process.env.BENCH_QUICK === "1";
 const emit = (metric: string, value: number, unit: string, backend: string, config: string) =>

@@ -2,7 +2,7 @@
 // Run: `npx tsx trainer/src/tokenizer/fwdbwd.bench.ts` (env TFJS_BACKEND, BENCH_CONFIGS=T0,T1, BENCH_BATCH=8,
 // BENCH_QUICK=1 for one timed iteration). One JSON object per line on stdout (bench format of the repo).
 import * as tf from "@tensorflow/tfjs";
-import { selectBackend } from "../trainer/src/backend.ts";
+import { selectBackend } from "../trainer/src/backend/select.ts";
 import { MergeVQTokenizer } from "../trainer/src/tokenizer/mergevq.ts";
 
 const info = await selectBackend({ requested: process.env.TFJS_BACKEND ?? "wasm" });

@@ -10,7 +10,7 @@ import os from "node:os";
 import path from "node:path";
 import * as tf from "@tensorflow/tfjs";
 import { createLogger } from "../common/src/logger.ts";
-import { selectBackend } from "../trainer/src/backend.ts";
+import { selectBackend } from "../trainer/src/backend/select.ts";
 import { writeSyntheticImageNet } from "../trainer/src/data/testImages.ts";
 import { buildTrainer } from "../trainer/src/train/setup.ts";
 

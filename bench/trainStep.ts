@@ -2,7 +2,7 @@
 // (hack/tfjs-native/profile.ts): tf.variableGrads of MSE + 0.1·entropy + 0.25·commitment over every tokenizer
 // variable, the loss read back, then the trainer's NamedAdam update (β 0.5/0.9, lr 2e-4).
 import * as tf from "@tensorflow/tfjs";
-import { reconLfqLoss } from "../trainer/src/backendCheck.ts";
+import { reconLfqLoss } from "../trainer/src/backend/check.ts";
 import type { MergeVQTokenizer } from "../trainer/src/tokenizer/mergevq.ts";
 import { NamedAdam } from "../trainer/src/train/adam.ts";
 

@@ -13,8 +13,8 @@ import { parse } from "yaml";
 import type { ARTraining, SamplingJob, TokenizerTraining } from "../../operator/src/api/v1alpha1/index.ts";
 import { readImageNetSplit } from "../../trainer/src/data/imagenet.ts";
 import { packImageNet, readShardIndex } from "../../trainer/src/data/shards.ts";
-import { createS3Client, createStorage, s3SettingsFromEnv } from "../../trainer/src/data/storage.ts";
 import { defaultRandomModelPath } from "../../trainer/src/eval/inception.ts";
+import { createS3Client, createStorage, s3SettingsFromEnv } from "../../trainer/src/io/storage.ts";
 
 export const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 const GROUP = "mergevq.ai";

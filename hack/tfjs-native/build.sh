@@ -6,7 +6,7 @@
 #
 #   ${MERGEVQ_CACHE:-~/.cache/mergevq}/tfjs-node/<tfjs-node version>/node_modules/@tensorflow/tfjs-node
 #
-# trainer/src/backend.ts finds it there by itself (or wherever MERGEVQ_TFJS_NODE_DIR points).
+# trainer/src/backend/select.ts finds it there by itself (or wherever MERGEVQ_TFJS_NODE_DIR points).
 # Idempotent: a complete build (BUILD-INFO.json written last, after a load test) is reused.
 # Prints the package dir on stdout (last line); progress on stderr.
 #

@@ -1,6 +1,6 @@
 // Per-op dispatch cost on small tensors (µs/op), tensorflow vs wasm.
 import * as tf from "@tensorflow/tfjs";
-import { type BackendChoice, startBackend } from "../../trainer/src/backend.ts";
+import { type BackendChoice, startBackend } from "../../trainer/src/backend/select.ts";
 
 async function main(): Promise<void> {
   for (const b of (process.env.BS ?? "tensorflow,wasm").split(",") as BackendChoice[]) {

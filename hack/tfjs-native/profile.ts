@@ -3,7 +3,7 @@
 //   B=tensorflow|wasm BATCH=8 CFG=T1|GR PHASE=step|fwdbwd|forward SHAPES=1 TOP=40 npx tsx hack/tfjs-native/profile.ts
 import * as tf from "@tensorflow/tfjs";
 import { benchTrainStep, GR_D32_AT_64 } from "../../bench/trainStep.ts";
-import { type BackendChoice, startBackend } from "../../trainer/src/backend.ts";
+import { type BackendChoice, startBackend } from "../../trainer/src/backend/select.ts";
 import { MergeVQTokenizer } from "../../trainer/src/tokenizer/mergevq.ts";
 
 async function main(): Promise<void> {

@@ -19,15 +19,15 @@ import {
   type S3Client,
 } from "@aws-sdk/client-s3";
 import { buildDataset } from "../../hack/dataset/build.ts";
+import { readImageNetSplit } from "../../trainer/src/data/imagenet.ts";
+import { type Batch, DataLoader, type LoaderOptions } from "../../trainer/src/data/loader.ts";
+import { packImageNet, packShard } from "../../trainer/src/data/shards.ts";
 import {
   CheckpointIntegrityError,
   listCheckpoints,
   loadLatest,
   saveCheckpoint,
-} from "../../trainer/src/data/checkpointStore.ts";
-import { readImageNetSplit } from "../../trainer/src/data/imagenet.ts";
-import { type Batch, DataLoader, type LoaderOptions } from "../../trainer/src/data/loader.ts";
-import { packImageNet, packShard } from "../../trainer/src/data/shards.ts";
+} from "../../trainer/src/io/checkpointStore.ts";
 import {
   createS3Client,
   DEFAULT_RETRY,
@@ -35,7 +35,7 @@ import {
   type S3Settings,
   S3Storage,
   storageCounters,
-} from "../../trainer/src/data/storage.ts";
+} from "../../trainer/src/io/storage.ts";
 import type { MinioServer } from "../cluster/minio.ts";
 import { startFaultProxy } from "../support/faultProxy.ts";
 import { type S3Endpoint, testS3 } from "../support/s3.ts";
@@ -115,7 +115,7 @@ async function run(o: Partial<LoaderOptions>): Promise<{ batches: Batch[]; loade
 function cli(args: string[], input?: Buffer): { stdout: string } {
   const stdout = execFileSync(
     process.execPath,
-    ["--import", "tsx", path.join(ROOT, "trainer/src/data/cli.ts"), ...args],
+    ["--import", "tsx", path.join(ROOT, "trainer/src/cli.ts"), "data", ...args],
     {
       env: childEnv(),
       input,
@@ -293,7 +293,7 @@ describe("checkpoints on S3", { concurrency: false }, () => {
     await saveCheckpoint(dir, 1, first, { storage });
     const child = spawn(
       process.execPath,
-      ["--import", "tsx", path.join(ROOT, "trainer/src/data/cli.ts"), "ckpt-save", dir, "2", "-"],
+      ["--import", "tsx", path.join(ROOT, "trainer/src/cli.ts"), "data", "ckpt-save", dir, "2", "-"],
       {
         env: childEnv(),
         cwd: ROOT,

@@ -31,7 +31,8 @@ import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import sharp from "sharp";
 import { createLogger } from "../../common/src/logger.ts";
-import { selectBackend } from "../../trainer/src/backend.ts";
+import { selectBackend } from "../../trainer/src/backend/select.ts";
+import { listImageFolder } from "../../trainer/src/data/localFolder.ts";
 import {
   freePort,
   killAll,
@@ -41,7 +42,6 @@ import {
   spawnNode,
 } from "../../trainer/src/dist/testing.ts";
 import { makeT0TokenizerCheckpoint } from "../../trainer/src/train/arTesting.ts";
-import { listImageFolder } from "../../trainer/src/train/localFolder.ts";
 import { ensureTestPhotos } from "../../trainer/src/util/testPhotos.ts";
 
 const WORKER = path.join(import.meta.dirname, "../../trainer/src/train/arDistEquivalenceWorker.ts");

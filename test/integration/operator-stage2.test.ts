@@ -26,7 +26,7 @@ import { after, before, test } from "node:test";
 import { GetObjectCommand, HeadObjectCommand } from "@aws-sdk/client-s3";
 import { REPO_ROOT } from "../../operator/src/testing/fixtures.ts";
 import { BUCKET, condition, eventually, Harness, type Obj } from "../../operator/src/testing/itest.ts";
-import { decodeCheckpoint } from "../../trainer/src/train/checkpoint.ts";
+import { decodeCheckpoint } from "../../trainer/src/io/checkpoint.ts";
 import { ensureTestPhotos } from "../../trainer/src/util/testPhotos.ts";
 
 const AR_STEPS = 120;

@@ -4,8 +4,8 @@
 // Attention takes an optional past (K/V cache rows, post-RoPE) and an additive bias, so the same code runs
 // the masked full-sequence training forward and the incremental KV-cached decoder (generate.ts).
 import * as tf from "@tensorflow/tfjs";
+import { fnv1a, ONES, type ParamSpec, type Params } from "../nn/params.ts";
 import { linear, matMul2d, silu } from "../tokenizer/blocks.ts";
-import { fnv1a, ONES, type ParamSpec, type Params } from "../tokenizer/params.ts";
 import { applyRope } from "./rope.ts";
 
 /** N(0, 0.02²) for every Linear / Embedding except the zero-initialised heads (spec §5.2). */

@@ -2,7 +2,7 @@
 // the spec's published numbers and against the parameters the model actually allocates.
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { countParams } from "../tokenizer/params.ts";
+import { countParams } from "../nn/params.ts";
 import { arParamCount, ffnHiddenDim, resolveARConfig, splitBits } from "./config.ts";
 import { arParamSpecs } from "./gpt.ts";
 import { tinyConfig } from "./testing.ts";

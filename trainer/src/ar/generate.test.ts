@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import { before, describe, it } from "node:test";
 import * as tf from "@tensorflow/tfjs";
-import { selectBackend } from "../backend.ts";
+import { selectBackend } from "../backend/select.ts";
 import { ARDecoder, generate } from "./generate.ts";
 import { GPT } from "./gpt.ts";
 import { dupFromCodes, visible } from "./mergeAR.ts";

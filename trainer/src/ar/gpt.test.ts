@@ -4,8 +4,8 @@
 import assert from "node:assert/strict";
 import { before, describe, it } from "node:test";
 import * as tf from "@tensorflow/tfjs";
-import { selectBackend } from "../backend.ts";
-import { decodeCheckpoint, encodeCheckpoint } from "../train/checkpoint.ts";
+import { selectBackend } from "../backend/select.ts";
+import { decodeCheckpoint, encodeCheckpoint } from "../io/checkpoint.ts";
 import { embedding } from "./blocks.ts";
 import { type ARBatch, crossEntropy, dropLabels, GPT, gptCheckpointTensors, gptFromCheckpoint } from "./gpt.ts";
 import { dupFromCodes } from "./mergeAR.ts";

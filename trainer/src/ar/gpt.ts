@@ -11,10 +11,10 @@
 // Parameter names follow the upstream module paths (checkpoint keys "model/<name>"); linear weights are
 // [in, out] (spec §11).
 import * as tf from "@tensorflow/tfjs";
+import type { Checkpoint, TensorEntry } from "../io/checkpoint.ts";
+import { CheckpointError } from "../io/checkpoint.ts";
+import { countParams, type ParamSpec, ParamStore, tidyObject, ZEROS } from "../nn/params.ts";
 import { linear } from "../tokenizer/blocks.ts";
-import { countParams, type ParamSpec, ParamStore, tidyObject, ZEROS } from "../tokenizer/params.ts";
-import type { Checkpoint, TensorEntry } from "../train/checkpoint.ts";
-import { CheckpointError } from "../train/checkpoint.ts";
 import {
   AR_INIT,
   blockSpecs,

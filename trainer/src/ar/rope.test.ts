@@ -3,7 +3,7 @@
 import assert from "node:assert/strict";
 import { before, describe, it } from "node:test";
 import * as tf from "@tensorflow/tfjs";
-import { selectBackend } from "../backend.ts";
+import { selectBackend } from "../backend/select.ts";
 import { applyRope, FACTORIZED_POSITIONS, ropeAngles, ropeTable, ropeTensors, spatialPositions } from "./rope.ts";
 
 const rot = (x: tf.Tensor3D, heads: number, positions: number[], side = 8) => {

@@ -4,10 +4,10 @@ import os from "node:os";
 import path from "node:path";
 import { Readable } from "node:stream";
 import { after, before, test } from "node:test";
+import { FileStorage } from "../io/storage.ts";
 import { readImageNetSplit } from "./imagenet.ts";
 import { type Batch, DataLoader, type LoaderOptions } from "./loader.ts";
 import { packImageNet, type RawSample, readTarSamples, type ShardReadResult } from "./shards.ts";
-import { FileStorage } from "./storage.ts";
 import { syntheticJpeg, writeSyntheticImageNet } from "./testImages.ts";
 
 let dir: string;

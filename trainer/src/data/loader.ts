@@ -8,11 +8,11 @@
 import { readFile } from "node:fs/promises";
 import os from "node:os";
 import { PassThrough, type Readable } from "node:stream";
+import { createStorage, joinUri, type ObjectStorage, storageCounters } from "../io/storage.ts";
 import { CorruptImageError, decodeRgb, makeViews, normaliseInto, type ViewSizes } from "./augment.ts";
 import { readImageNetSplit } from "./imagenet.ts";
 import { type Rand, seededRandom, shuffleInPlace } from "./random.ts";
 import { type RawSample, readShardIndex, readTarSamples, type ShardIndex, type ShardReadResult } from "./shards.ts";
-import { createStorage, joinUri, type ObjectStorage, storageCounters } from "./storage.ts";
 
 export type DataSource =
   | { kind: "folder"; root: string; split?: string; subsetFile?: string }

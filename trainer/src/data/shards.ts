@@ -7,9 +7,9 @@ import { readFileSync } from "node:fs";
 import type { Readable } from "node:stream";
 import tar from "tar-stream";
 import { z } from "zod";
+import { HashingTransform, joinUri, type ObjectStorage } from "../io/storage.ts";
 import type { ImageNetSplit } from "./imagenet.ts";
 import { seededRandom, shuffleInPlace } from "./random.ts";
-import { HashingTransform, joinUri, type ObjectStorage } from "./storage.ts";
 
 export const INDEX_FILE = "index.json";
 

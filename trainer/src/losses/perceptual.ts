@@ -8,8 +8,8 @@
 // `generated: true` and every log line about it says "generated/random".
 import * as tf from "@tensorflow/tfjs";
 import type { Logger } from "../../../common/src/logger.ts";
-import { type Checkpoint, decodeCheckpoint, encodeCheckpoint, type TensorEntry } from "../train/checkpoint.ts";
-import { storageFor } from "../train/storage.ts";
+import { type Checkpoint, decodeCheckpoint, encodeCheckpoint, type TensorEntry } from "../io/checkpoint.ts";
+import { storageFor } from "../io/files.ts";
 import type { Rng } from "../util/rng.ts";
 
 /** Conv widths in order ("M" = 2×2 max-pool), and which conv layers (0-based, counting convs) are tapped. */

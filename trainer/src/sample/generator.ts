@@ -12,9 +12,9 @@ import * as tf from "@tensorflow/tfjs";
 import type { Logger } from "../../../common/src/logger.ts";
 import { generate } from "../ar/generate.ts";
 import { gptFromCheckpoint } from "../ar/gpt.ts";
+import { loadCheckpoint } from "../io/checkpoint.ts";
+import { loadFrozenTokenizer } from "../tokenizer/frozen.ts";
 import type { MergeVQTokenizer } from "../tokenizer/mergevq.ts";
-import { loadCheckpoint } from "../train/checkpoint.ts";
-import { loadFrozenTokenizer } from "../train/frozenTokenizer.ts";
 import type { SamplingConfig } from "./config.ts";
 import type { ImageGenerator } from "./shard.ts";
 

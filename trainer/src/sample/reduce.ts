@@ -19,7 +19,7 @@ import { InceptionScoreAccumulator } from "../eval/is.ts";
 import { npzArrayHeader, readNpz, verifyNpz } from "../eval/npz.ts";
 import { inceptionNotes } from "../eval/rfid.ts";
 import { FeatureStats, frechetDistance, loadStats } from "../eval/stats.ts";
-import { joinUri, storageFor } from "../train/storage.ts";
+import { joinUri, storageFor } from "../io/files.ts";
 import { Rng } from "../util/rng.ts";
 import { gridPicks, sampleGridPng } from "./grid.ts";
 import { localCopy, META_KEY, type ShardMeta, shardUri } from "./shard.ts";

@@ -13,12 +13,12 @@ import os from "node:os";
 import path from "node:path";
 import type { Logger } from "../../../common/src/logger.ts";
 import { DataLoader } from "../data/loader.ts";
+import { LocalFolderSource } from "../data/localFolder.ts";
 import type { ImageBatch, InceptionExtractor } from "../eval/inception.ts";
 import { POOL_DIM } from "../eval/inception.ts";
 import { FeatureStats, type GaussianStats, saveStats } from "../eval/stats.ts";
-import { LocalFolderSource } from "../train/localFolder.ts";
+import { storageFor, toLocalPath, uriScheme } from "../io/files.ts";
 import { isShardDataset } from "../train/setup.ts";
-import { storageFor, toLocalPath, uriScheme } from "../train/storage.ts";
 
 /** [-1,1] floats from a uint8-derived reader → uint8 (round((x+1)·127.5), clamped). */
 export function symmetricToUint8(x: Float32Array): Uint8Array {

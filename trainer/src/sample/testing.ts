@@ -7,8 +7,8 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { GPT, gptCheckpointTensors } from "../ar/gpt.ts";
 import { randomizeWeights, tinyConfig } from "../ar/testing.ts";
+import { encodeCheckpoint, type TensorEntry } from "../io/checkpoint.ts";
 import { MergeVQTokenizer } from "../tokenizer/mergevq.ts";
-import { encodeCheckpoint, type TensorEntry } from "../train/checkpoint.ts";
 import { ensureTestPhotos } from "../util/testPhotos.ts";
 
 export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../..");

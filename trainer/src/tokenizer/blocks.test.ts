@@ -3,7 +3,8 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import * as tf from "@tensorflow/tfjs";
-import { selectBackend } from "../backend.ts";
+import { selectBackend } from "../backend/select.ts";
+import { initTensor } from "../nn/params.ts";
 import {
   adaGNStats,
   conv2dValid,
@@ -17,7 +18,6 @@ import {
   setConvGradMode,
   setGroupNormMode,
 } from "./blocks.ts";
-import { initTensor } from "./params.ts";
 
 const maxAbs = (a: tf.Tensor, b: tf.Tensor) => tf.tidy(() => tf.max(tf.abs(tf.sub(a, b))).dataSync()[0]);
 

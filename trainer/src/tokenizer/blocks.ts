@@ -18,7 +18,7 @@ import {
   torchDefault,
   vitWeight,
   ZEROS,
-} from "./params.ts";
+} from "../nn/params.ts";
 
 // ───────────────────────────── convolution / matmul cores ─────────────────────────────
 

@@ -5,7 +5,8 @@
 // → Upsampler (conv ×4 channels + DCR depth-to-space, except level 0) → GN32 → SiLU → conv 3×3 → RGB.
 // No tanh: training uses the raw output (evaluation clamps to [−1, 1]).
 import * as tf from "@tensorflow/tfjs";
-import type { ArchConfig } from "../config/tokenizer.ts";
+import type { ParamSpec, Params } from "../nn/params.ts";
+import type { ArchConfig } from "./arch.ts";
 import {
   adaGN,
   adaGNSpecs,
@@ -27,7 +28,6 @@ import {
   upsamplerSpecs,
   vitBlockSpecs,
 } from "./blocks.ts";
-import type { ParamSpec, Params } from "./params.ts";
 
 const resBlocksAt = (cfg: ArchConfig, l: number): number => cfg.numResBlocks + (l >= 1 ? cfg.numResExtra : 0);
 

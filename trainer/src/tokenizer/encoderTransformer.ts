@@ -4,7 +4,8 @@
 // bipartite matching on the head-mean of the keys → size-weighted merge → MLP residual. No final norm.
 // Head: tokens 1..K → [B, √K, √K, D] → GN32 → SiLU → 1×1 conv (D→zChannels, bias).
 import * as tf from "@tensorflow/tfjs";
-import type { ArchConfig } from "../config/tokenizer.ts";
+import type { ParamSpec, Params } from "../nn/params.ts";
+import type { ArchConfig } from "./arch.ts";
 import {
   attention,
   convSpecs,
@@ -17,7 +18,6 @@ import {
   silu,
   vitBlockSpecs,
 } from "./blocks.ts";
-import type { ParamSpec, Params } from "./params.ts";
 import { bipartitePlan, capR, MergeTracker, matchingScores, mergeTokens } from "./tome.ts";
 
 export function encoderTransformerSpecs(cfg: ArchConfig): ParamSpec[] {

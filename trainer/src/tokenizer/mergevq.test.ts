@@ -4,7 +4,7 @@
 import assert from "node:assert/strict";
 import { before, describe, it } from "node:test";
 import * as tf from "@tensorflow/tfjs";
-import { selectBackend } from "../backend.ts";
+import { selectBackend } from "../backend/select.ts";
 import { MergeVQTokenizer } from "./mergevq.ts";
 import { unmerge, unmergeByGather } from "./unmerge.ts";
 

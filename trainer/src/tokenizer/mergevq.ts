@@ -3,15 +3,15 @@
 // head. Functional modules over a named parameter store; every public method runs in tf.tidy and returns
 // tensors the caller owns (dispose them, e.g. with `tf.dispose(out)`).
 import * as tf from "@tensorflow/tfjs";
-import { type ResolvedTokenizerConfig, resolveConfig, type TokenizerConfigInput } from "../config/tokenizer.ts";
+import { countParams, type ParamGroup, ParamStore, tidyObject } from "../nn/params.ts";
 import { candidateForBatch } from "./candidates.ts";
 import { clsHead } from "./clsHead.ts";
+import { type ResolvedTokenizerConfig, resolveConfig, type TokenizerConfigInput } from "./config.ts";
 import { decoder } from "./decoder.ts";
 import { encoderCnn } from "./encoderCnn.ts";
 import { encoderHead, encoderTransformer } from "./encoderTransformer.ts";
 import { indicesToCodes, type LfqLosses, lfq } from "./lfq.ts";
 import { paramShapes } from "./paramShapes.ts";
-import { countParams, type ParamGroup, ParamStore, tidyObject } from "./params.ts";
 import { mergeSchedule, tokensAfterBlocks } from "./tome.ts";
 import { unmerge } from "./unmerge.ts";
 import { vitEncoder } from "./vitEncoder.ts";

@@ -3,7 +3,7 @@
 import assert from "node:assert/strict";
 import { before, describe, it } from "node:test";
 import * as tf from "@tensorflow/tfjs";
-import { selectBackend } from "../backend.ts";
+import { selectBackend } from "../backend/select.ts";
 import { bipartitePlan, MergeTracker, matchingScores, mergeTokens } from "./tome.ts";
 
 /** Naive reference of one ToMe step on one sample (spec §2.3 pseudo-code, scatter form). */

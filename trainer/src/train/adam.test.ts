@@ -4,7 +4,7 @@
 import assert from "node:assert/strict";
 import { before, describe, it } from "node:test";
 import * as tf from "@tensorflow/tfjs";
-import { selectBackend } from "../backend.ts";
+import { selectBackend } from "../backend/select.ts";
 import { globalNorm, NamedAdam, NamedEma } from "./adam.ts";
 
 /** The per-parameter reference: one elementwise chain per parameter, scalars as JS numbers. */

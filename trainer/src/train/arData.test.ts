@@ -4,7 +4,8 @@ import assert from "node:assert/strict";
 import { before, test } from "node:test";
 import * as tf from "@tensorflow/tfjs";
 import { createLogger } from "../../../common/src/logger.ts";
-import { selectBackend } from "../backend.ts";
+import { selectBackend } from "../backend/select.ts";
+import { LocalFolderSource } from "../data/localFolder.ts";
 import { MergeVQTokenizer } from "../tokenizer/mergevq.ts";
 import { ensureTestPhotos } from "../util/testPhotos.ts";
 import {
@@ -17,7 +18,6 @@ import {
   sampleUniforms,
   tokenizeImages,
 } from "./arData.ts";
-import { LocalFolderSource } from "./localFolder.ts";
 
 const log = createLogger({ component: "ar-data-test" }, { level: "warn" });
 let tokenizer: MergeVQTokenizer;

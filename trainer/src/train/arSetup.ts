@@ -2,11 +2,11 @@
 // the AR config from it, build the GPT, the tokenising data source and the trainer.
 import { type ARConfig, ARConfigError, resolveARConfig } from "../ar/config.ts";
 import { GPT } from "../ar/gpt.ts";
+import type { BatchSource } from "../data/localFolder.ts";
+import { type FrozenTokenizer, loadFrozenTokenizer } from "../tokenizer/frozen.ts";
 import type { ARTrainConfig, ParsedARModelSpec } from "./arConfig.ts";
 import { ARDataSource, openImageSource } from "./arData.ts";
 import { ARTrainer } from "./arTrainer.ts";
-import { type FrozenTokenizer, loadFrozenTokenizer } from "./frozenTokenizer.ts";
-import type { BatchSource } from "./localFolder.ts";
 import type { RunDeps } from "./runReport.ts";
 
 /** The resolved AR config with the training config's dropout overrides (absent rates unchanged). */

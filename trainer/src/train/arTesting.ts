@@ -1,7 +1,7 @@
 // Test helpers for Stage II (not used by production code): a small T0 tokenizer checkpoint made with the
 // real Stage-I trainer on real photos, so the AR tests run on genuine tokenizer codes.
 import type { Logger } from "../../../common/src/logger.ts";
-import { latestCheckpoint } from "./checkpoint.ts";
+import { latestCheckpoint } from "../io/checkpoint.ts";
 import { buildTrainer } from "./setup.ts";
 
 /**

@@ -7,15 +7,15 @@ import path from "node:path";
 import { before, test } from "node:test";
 import { createLogger } from "../../../common/src/logger.ts";
 import { gptFromCheckpoint } from "../ar/gpt.ts";
-import { selectBackend } from "../backend.ts";
-import { resolveConfig } from "../config/tokenizer.ts";
+import { selectBackend } from "../backend/select.ts";
+import { CheckpointError, latestCheckpoint, loadCheckpoint } from "../io/checkpoint.ts";
+import { resolveConfig } from "../tokenizer/config.ts";
 import { MergeVQTokenizer } from "../tokenizer/mergevq.ts";
 import { ensureTestPhotos } from "../util/testPhotos.ts";
 import { ARConfigError, parseARModelSpec, parseARTrainConfig } from "./arConfig.ts";
 import { buildARTrainer } from "./arSetup.ts";
 import { makeT0TokenizerCheckpoint } from "./arTesting.ts";
 import { dropoutSeed } from "./arTrainer.ts";
-import { CheckpointError, latestCheckpoint, loadCheckpoint } from "./checkpoint.ts";
 
 const log = createLogger({ component: "ar-trainer-test" }, { level: "warn" });
 let photos = "";

@@ -23,10 +23,10 @@
 import * as tf from "@tensorflow/tfjs";
 import type { ARConfig } from "../ar/config.ts";
 import type { GPT } from "../ar/gpt.ts";
+import { CheckpointError } from "../io/checkpoint.ts";
 import { NamedAdamW } from "./adamw.ts";
 import type { ARTrainConfig } from "./arConfig.ts";
 import type { ARDataSource } from "./arData.ts";
-import { CheckpointError } from "./checkpoint.ts";
 import { type ParamGroup, type StepLosses, TrainingLoop, trainableVariables } from "./loop.ts";
 import { arLrAt } from "./lrSchedule.ts";
 import { type RunDeps, roundLoss } from "./runReport.ts";

@@ -21,7 +21,7 @@
 // Unknown keys are errors naming the field (the CRD schema prunes unknown fields, so one here is a bug).
 import { z } from "zod";
 import { ENV } from "../../../common/src/contract.ts";
-import { type ResolvedTokenizerConfig, resolveConfig } from "../config/tokenizer.ts";
+import { type ResolvedTokenizerConfig, resolveConfig } from "../tokenizer/config.ts";
 
 export class ContractConfigError extends Error {
   constructor(message: string) {

@@ -22,10 +22,10 @@ import { writeFileSync } from "node:fs";
 import path from "node:path";
 import * as tf from "@tensorflow/tfjs";
 import { createLogger } from "../../../common/src/logger.ts";
-import { selectBackend } from "../backend.ts";
+import { selectBackend } from "../backend/select.ts";
+import { type BatchSource, disposeBatch, LocalFolderSource, type TrainBatch } from "../data/localFolder.ts";
 import { rankFromEnv } from "../data/rank.ts";
 import { configHash, initProcessGroup } from "../dist/processGroup.ts";
-import { type BatchSource, disposeBatch, LocalFolderSource, type TrainBatch } from "./localFolder.ts";
 import { buildTrainer } from "./setup.ts";
 
 const env = process.env;

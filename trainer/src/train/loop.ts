@@ -18,11 +18,11 @@
 // loss by accum) and, with a process group, over ranks — the global-batch gradient of the reference recipe.
 import * as tf from "@tensorflow/tfjs";
 import type { Logger } from "../../../common/src/logger.ts";
+import type { DataSourceState } from "../data/localFolder.ts";
 import { allReduceLosses, averageGradients, broadcastVariables } from "../dist/ddp.ts";
 import type { ProcessGroup } from "../dist/processGroup.ts";
+import { assertSameArchitecture, type Checkpoint, CheckpointError, loadCheckpoint } from "../io/checkpoint.ts";
 import { clipByGlobalNorm } from "./adamw.ts";
-import { assertSameArchitecture, type Checkpoint, CheckpointError, loadCheckpoint } from "./checkpoint.ts";
-import type { DataSourceState } from "./localFolder.ts";
 import {
   assignCheckpointTensors,
   checkpointTensors,

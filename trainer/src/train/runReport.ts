@@ -9,12 +9,12 @@
 import * as tf from "@tensorflow/tfjs";
 import { METRICS_FILE } from "../../../common/src/contract.ts";
 import type { Logger } from "../../../common/src/logger.ts";
+import type { DataSourceState } from "../data/localFolder.ts";
 import type { ProcessGroup } from "../dist/processGroup.ts";
-import { type Checkpoint, CheckpointError, saveCheckpoint, type TensorEntry } from "./checkpoint.ts";
-import type { DataSourceState } from "./localFolder.ts";
+import { type Checkpoint, CheckpointError, saveCheckpoint, type TensorEntry } from "../io/checkpoint.ts";
+import { joinUri, storageFor } from "../io/files.ts";
 import { writeProgressJson } from "./report.ts";
 import { stopSignal, TerminatedBySignal } from "./stopSignal.ts";
-import { joinUri, storageFor } from "./storage.ts";
 
 export type Losses = Record<string, number>;
 

@@ -8,18 +8,18 @@
 // `evalSource` is "train-shards" and the CLI adds a note that the metrics are not on held-out images.
 
 import path from "node:path";
-import { cacheRoot } from "../backend.ts";
-import { type ResolvedTokenizerConfig, resolveConfig } from "../config/tokenizer.ts";
+import { cacheRoot } from "../backend/select.ts";
+import { LoaderSource } from "../data/loaderSource.ts";
+import { type BatchSource, LocalFolderSource } from "../data/localFolder.ts";
+import { joinUri, storageFor, uriScheme } from "../io/files.ts";
 import { OnnxTeacher, writeGeneratedTeacher } from "../losses/alignment.ts";
 import { PatchGanDiscriminator } from "../losses/gan.ts";
 import { PerceptualLoss, writeGeneratedPerceptualNet } from "../losses/perceptual.ts";
+import { type ResolvedTokenizerConfig, resolveConfig } from "../tokenizer/config.ts";
 import { MergeVQTokenizer } from "../tokenizer/mergevq.ts";
 import { Rng, rankSeed } from "../util/rng.ts";
 import { parseTrainConfig, type TrainConfig } from "./config.ts";
-import { LoaderSource } from "./loaderSource.ts";
-import { type BatchSource, LocalFolderSource } from "./localFolder.ts";
 import type { RunDeps } from "./runReport.ts";
-import { joinUri, storageFor, uriScheme } from "./storage.ts";
 import { type ModelTrainingInfo, TokenizerTrainer } from "./tokenizerTrainer.ts";
 
 /** Training-config defaults taken from the model config's `train` block (spec per-config values). */

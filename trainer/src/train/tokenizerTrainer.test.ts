@@ -8,9 +8,9 @@ import { before, test } from "node:test";
 import * as tf from "@tensorflow/tfjs";
 import { Progress } from "../../../common/src/contract.ts";
 import { createLogger } from "../../../common/src/logger.ts";
-import { selectBackend } from "../backend.ts";
+import { selectBackend } from "../backend/select.ts";
 import { writeSyntheticImageNet } from "../data/testImages.ts";
-import { CheckpointError, latestCheckpoint, loadCheckpoint } from "./checkpoint.ts";
+import { CheckpointError, latestCheckpoint, loadCheckpoint } from "../io/checkpoint.ts";
 import { buildTrainer } from "./setup.ts";
 import { NonFiniteLossError } from "./tokenizerTrainer.ts";
 

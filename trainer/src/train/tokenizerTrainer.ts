@@ -20,6 +20,8 @@
 // ranks fail fast instead of waiting. Only rank 0 writes checkpoints, progress.json and metrics.json; at
 // checkpoint steps every rank's data-order state is gathered into rank 0's checkpoint (`dataByRank`).
 import * as tf from "@tensorflow/tfjs";
+import { type BatchSource, disposeBatch, type TrainBatch } from "../data/localFolder.ts";
+import { CheckpointError } from "../io/checkpoint.ts";
 import { klAlignmentLoss, type OnnxTeacher } from "../losses/alignment.ts";
 import { adoptWeight, hingeDLoss, LeCamEma, nonSaturatingGLoss, type PatchGanDiscriminator } from "../losses/gan.ts";
 import type { PerceptualLoss } from "../losses/perceptual.ts";
@@ -27,9 +29,7 @@ import { l1Loss, l1PerSample } from "../losses/reconstruction.ts";
 import type { Candidate } from "../tokenizer/candidates.ts";
 import { candidateForBatch } from "../tokenizer/candidates.ts";
 import { NamedAdam, NamedEma } from "./adam.ts";
-import { CheckpointError } from "./checkpoint.ts";
 import { lrAt, type TrainConfig } from "./config.ts";
-import { type BatchSource, disposeBatch, type TrainBatch } from "./localFolder.ts";
 import {
   type LoopSummary,
   NonFiniteLossError,

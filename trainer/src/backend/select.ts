@@ -21,7 +21,7 @@ import Module, { createRequire } from "node:module";
 import os from "node:os";
 import path from "node:path";
 import * as tf from "@tensorflow/tfjs";
-import type { Logger } from "../../common/src/logger.ts";
+import type { Logger } from "../../../common/src/logger.ts";
 
 export type BackendChoice = "tensorflow-gpu" | "tensorflow" | "wasm" | "cpu";
 export const BACKEND_ORDER: readonly BackendChoice[] = ["tensorflow-gpu", "tensorflow", "wasm", "cpu"];

@@ -10,6 +10,8 @@ import path from "node:path";
 import { after, describe, test } from "node:test";
 import { fileURLToPath } from "node:url";
 import * as tf from "@tensorflow/tfjs";
+import { conv2dValid } from "../tokenizer/blocks.ts";
+import { compareSteps, lcg, type StepResult, T1_PARITY, t1Step } from "./check.ts";
 import {
   BACKEND_ORDER,
   type BackendChoice,
@@ -19,12 +21,10 @@ import {
   startBackend,
   tfjsNodeCacheDir,
   wasmThreadsWanted,
-} from "./backend.ts";
-import { compareSteps, lcg, type StepResult, T1_PARITY, t1Step } from "./backendCheck.ts";
-import { conv2dValid } from "./tokenizer/blocks.ts";
+} from "./select.ts";
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
-const REPO = path.resolve(HERE, "../..");
+const REPO = path.resolve(HERE, "../../..");
 const BUILD_SH = path.join(REPO, "hack/tfjs-native/build.sh");
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "backend-test-"));
 after(() => fs.rmSync(tmp, { recursive: true, force: true }));
@@ -32,7 +32,7 @@ after(() => fs.rmSync(tmp, { recursive: true, force: true }));
 /** Run selectBackend() in a fresh process; returns its BackendInfo JSON or the error message. */
 function selectInChild(env: Record<string, string | undefined>): { info?: Record<string, unknown>; error?: string } {
   const script = `
-    import { selectBackend } from ${JSON.stringify(path.join(HERE, "backend.ts"))};
+    import { selectBackend } from ${JSON.stringify(path.join(HERE, "select.ts"))};
     try { console.log("RESULT " + JSON.stringify(await selectBackend())); }
     catch (e) { console.log("ERROR " + JSON.stringify(e.message)); }`;
   const file = path.join(tmp, `child-${Math.random().toString(36).slice(2)}.mts`);

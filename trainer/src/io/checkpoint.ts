@@ -10,7 +10,7 @@
 // step counts, the full model + training config). Tensor names are namespaced by the trainer
 // ("model/…", "ema/…", "disc/…", "optG/m/…", …). Save → load is exact (raw float32 bytes).
 import { createHash } from "node:crypto";
-import { joinUri, type Storage, storageFor } from "./storage.ts";
+import { joinUri, type Storage, storageFor } from "./files.ts";
 
 export const CHECKPOINT_MAGIC = "MVQCKPT1";
 export const CHECKPOINT_FORMAT_VERSION = 1;

@@ -2,9 +2,9 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { ZodError } from "zod";
-import { candidateForBatch, candidateTable } from "../tokenizer/candidates.ts";
-import { mergeSchedule, parseRRaw, tokensAfterBlocks } from "../tokenizer/tome.ts";
-import { PRESETS, resolveConfig } from "./tokenizer.ts";
+import { candidateForBatch, candidateTable } from "./candidates.ts";
+import { PRESETS, resolveConfig } from "./config.ts";
+import { mergeSchedule, parseRRaw, tokensAfterBlocks } from "./tome.ts";
 
 // Spec §2.3 table (n = 12): L→K, r̄, r list.
 const TABLE: [number, number, number, number[]][] = [

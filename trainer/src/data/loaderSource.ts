@@ -11,8 +11,8 @@
 // loader at that epoch and skips the consumed batches, which reproduces the same samples and crops because the
 // loader's order and augmentation are pure functions of (seed, epoch, rank, sample key).
 import * as tf from "@tensorflow/tfjs";
-import type { ViewSizes } from "../data/augment.ts";
-import { type Batch, type DataCounters, DataLoader, type DataSource, dataErrors } from "../data/loader.ts";
+import type { ViewSizes } from "./augment.ts";
+import { type Batch, type DataCounters, DataLoader, type DataSource, dataErrors } from "./loader.ts";
 import type { BatchSource, DataSourceState, TrainBatch } from "./localFolder.ts";
 
 export interface LoaderSourceOptions {

@@ -8,11 +8,11 @@ import path from "node:path";
 import { before, test } from "node:test";
 import * as tf from "@tensorflow/tfjs";
 import { createLogger } from "../../../common/src/logger.ts";
-import { selectBackend } from "../backend.ts";
+import { selectBackend } from "../backend/select.ts";
 import { writeSyntheticImageNet } from "../data/testImages.ts";
-import type { Checkpoint } from "./checkpoint.ts";
-import { tokenizerFromCheckpoint } from "./frozenTokenizer.ts";
-import { buildTrainer } from "./setup.ts";
+import type { Checkpoint } from "../io/checkpoint.ts";
+import { buildTrainer } from "../train/setup.ts";
+import { tokenizerFromCheckpoint } from "./frozen.ts";
 
 const log = createLogger({ component: "frozen-tokenizer-test" }, { level: "warn" });
 let ckpt: Checkpoint;

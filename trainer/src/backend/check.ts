@@ -4,9 +4,8 @@
 // build works (the trainer-gpu image on a machine without GPU: CUDA libtensorflow loads, finds no device, and
 // its CPU kernels agree with wasm). Prints one JSON object; exit 0 when the backend started and parity holds.
 import * as tf from "@tensorflow/tfjs";
-import { type BackendChoice, type BackendInfo, selectBackend, startBackend } from "./backend.ts";
-import { CliError, type CliResult, parseFlags } from "./cliCommon.ts";
-import { MergeVQTokenizer } from "./tokenizer/mergevq.ts";
+import { MergeVQTokenizer } from "../tokenizer/mergevq.ts";
+import { type BackendChoice, type BackendInfo, selectBackend, startBackend } from "./select.ts";
 
 export interface StepResult {
   loss: number;
@@ -142,20 +141,4 @@ export async function backendCheck(opts: { requested?: string; parity: boolean }
     report.ok = report.parity.ok;
   }
   return report;
-}
-
-const CHECK_USAGE = "usage: mergevq-trainer backend check [--parity] [--backend tensorflow-gpu|tensorflow|wasm|cpu]";
-
-/** `backend check [--parity] [--backend B]`: the report, or a thrown error (after printing it) when parity fails. */
-export async function backendMain(argv: string[]): Promise<CliResult> {
-  const [command, ...rest] = argv;
-  if (command !== "check") throw new CliError(`unknown command: backend ${command ?? ""}\n${CHECK_USAGE}`);
-  const values = parseFlags(rest, { parity: { type: "boolean" }, backend: { type: "string" } }, CHECK_USAGE);
-  const report = await backendCheck({ requested: values.backend, parity: Boolean(values.parity) });
-  if (!report.ok) {
-    process.stdout.write(`${JSON.stringify(report)}\n`);
-    throw new Error(`backend check failed: ${report.parity?.problems.join("; ")}`);
-  }
-  // The CLI prints `report` as its one JSON line, like every command's final report.
-  return { report: report as unknown as CliResult["report"] };
 }

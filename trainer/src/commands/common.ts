@@ -1,16 +1,18 @@
-// Pieces shared by the trainer's command-line entry points (trainer/src/cli.ts dispatches; the tokenizer,
-// AR and sampling commands live in cli.ts, ar/cli.ts, sample/cli.ts): the usage-error class (exit code 2),
-// the result type, small flag/JSON parsers whose errors name the flag or variable, and the env contract and
-// run plumbing the two training commands (`train-tokenizer`, `train-ar`) share.
+// Pieces shared by the trainer's commands (commands/index.ts dispatches to commands/<job>.ts): the usage-error
+// class (exit code 2), the result type, small flag/JSON parsers whose errors name the flag or variable, and
+// for the two training commands (`tokenizer train`, `ar train`) their common flags and env contract and the
+// one "run a training job" sequence (runTrainingJob).
 import { parseArgs } from "node:util";
 import { z } from "zod";
-import { ENV, type FinalReport } from "../../common/src/contract.ts";
-import { envInt, envUri } from "../../common/src/env.ts";
-import type { Logger } from "../../common/src/logger.ts";
-import { configHash, initProcessGroup, type ProcessGroup } from "./dist/processGroup.ts";
-import { latestCheckpoint } from "./train/checkpoint.ts";
-import { stopSignal } from "./train/stopSignal.ts";
-import { joinUri, registerS3FromDataPlane, uriScheme } from "./train/storage.ts";
+import { ENV, type FinalReport } from "../../../common/src/contract.ts";
+import { envInt, envUri } from "../../../common/src/env.ts";
+import type { Logger } from "../../../common/src/logger.ts";
+import { configHash, initProcessGroup, type ProcessGroup } from "../dist/processGroup.ts";
+import { CheckpointError, latestCheckpoint } from "../io/checkpoint.ts";
+import { joinUri, registerS3FromDataPlane, uriScheme } from "../io/files.ts";
+import { NonFiniteLossError } from "../train/loop.ts";
+import { nonFiniteReport, writeTermination } from "../train/report.ts";
+import { stopSignal } from "../train/stopSignal.ts";
 
 export class CliError extends Error {
   constructor(message: string) {
@@ -19,8 +21,21 @@ export class CliError extends Error {
   }
 }
 
+/**
+ * What a command returns: its final report, printed as one JSON line — or, for commands whose result is not a
+ * run report (the data tools), `output` is printed instead.
+ */
 export interface CliResult {
   report: FinalReport;
+  output?: unknown;
+}
+
+/** `--help` / `-h` was asked for: the entry prints `usage` on stdout and exits 0. */
+export class UsageRequested extends Error {
+  constructor(readonly usage: string) {
+    super(usage);
+    this.name = "UsageRequested";
+  }
 }
 
 /** parseArgs (strict, no positionals) over `args`; a parse error is a CliError followed by `usage`. */
@@ -63,20 +78,6 @@ export function parseJson(what: string, text: string): Record<string, unknown> {
   }
 }
 
-/**
- * Stage II and sampling commands, loaded on demand (dynamic imports live here and not in cli.ts: tsx's lexer
- * cannot parse a dynamic import in a file that starts with a shebang). Undefined when argv is none of them.
- *   train-ar | ar …                          → ar/cli.ts arMain
- *   sample | reduce | eval reference-stats   → sample/cli.ts samplingCli
- */
-export async function dispatchStage2(argv: string[], log?: Logger): Promise<CliResult | undefined> {
-  if (argv[0] === "train-ar" || argv[0] === "ar") return (await import("./ar/cli.ts")).arMain(argv, log);
-  if (argv[0] === "backend") return (await import("./backendCheck.ts")).backendMain(argv.slice(1));
-  if (argv[0] === "sample" || argv[0] === "reduce" || (argv[0] === "eval" && argv[1] === "reference-stats"))
-    return (await import("./sample/cli.ts")).samplingCli(argv, log);
-  return undefined;
-}
-
 // ---------------------------------------------------------------------------------------------------------
 // Training commands (tokenizer: cli.ts; AR: ar/cli.ts)
 
@@ -90,7 +91,6 @@ export const TRAINING_FLAGS = {
   backend: { type: "string" },
   resume: { type: "string" },
   "train-config": { type: "string" },
-  help: { type: "boolean" },
 } as const;
 
 /** Env contract variables both training commands read (spread into their zod object with their own extras). */
@@ -190,4 +190,87 @@ export async function joinProcessGroup(
   trainer.attachProcessGroup(pg);
   await trainer.syncFromRank0();
   return pg;
+}
+
+/** What runTrainingJob needs from a built trainer (TokenizerTrainer, ARTrainer). */
+export interface JobTrainer<S> {
+  step: number;
+  readonly lastCheckpoint: string | undefined;
+  resume(uri: string): Promise<void>;
+  attachProcessGroup(pg: ProcessGroup): void;
+  syncFromRank0(): Promise<void>;
+  run(): Promise<S>;
+  writeMetrics(report: { metrics: Record<string, number>; notes?: string[]; imageUris?: string[] }): Promise<void>;
+}
+
+/**
+ * The sequence every training command runs once its trainer is built: SIGTERM checkpoint handler → resume
+ * (--resume, RESUME_FROM, or the newest checkpoint by hand) → process group (WORLD_SIZE > 1; `hashed` must match
+ * on every rank) → train → leave the group → (rank 0) `finish` computes the final metrics → metrics.json and the
+ * termination message. A NaN/Inf stop writes its own termination message before rethrowing.
+ */
+export async function runTrainingJob<S>(job: {
+  trainer: JobTrainer<S>;
+  env: { [ENV.RESUME_FROM]?: string; [ENV.ATTEMPT]?: string; [ENV.CHECKPOINT_SAVE_ON_SIGTERM]?: string } & {
+    [ENV.TERMINATION_MESSAGE_PATH]?: string;
+  };
+  resumeFlag: string | undefined;
+  checkpointDir: string;
+  rank: number;
+  worldSize: number;
+  hashed: unknown;
+  log: Logger;
+  notes: string[];
+  /** Release the data source (after the process group is left). */
+  closeData(): void;
+  /** Rank 0, after training: the final metrics (and any images written). */
+  finish(summary: S): Promise<{ metrics: Record<string, number>; imageUris?: string[] }>;
+}): Promise<CliResult> {
+  const { trainer, env, log, notes } = job;
+  installSigtermCheckpoint(env, log);
+  const resume = await resumeFrom(job.resumeFlag, env, job.checkpointDir);
+  if (resume) {
+    const src = job.resumeFlag
+      ? "--resume"
+      : env[ENV.RESUME_FROM]
+        ? ENV.RESUME_FROM
+        : `latest under ${job.checkpointDir}`;
+    try {
+      await trainer.resume(resume);
+    } catch (e) {
+      if (e instanceof CheckpointError) throw new CheckpointError(`${src} ${resume}: ${e.message}`);
+      throw e;
+    }
+    notes.push(`resumed from ${resume} (step ${trainer.step})`);
+  }
+  const pg = job.worldSize > 1 ? await joinProcessGroup(trainer, job.hashed, log) : undefined;
+  try {
+    const summary = await trainer.run();
+    // Leave the group before rank 0's (possibly long) evaluation: nobody waits in a collective meanwhile.
+    await pg?.close();
+    job.closeData();
+    if (job.rank !== 0) {
+      log.info({ step: trainer.step }, "training finished on this rank; rank 0 reports");
+      return { report: { metrics: {}, step: trainer.step } };
+    }
+    const { metrics, imageUris = [] } = await job.finish(summary);
+    const report: FinalReport = {
+      metrics,
+      artifacts:
+        trainer.lastCheckpoint || imageUris.length
+          ? { checkpointUri: trainer.lastCheckpoint, imageUris: imageUris.length ? imageUris : undefined }
+          : undefined,
+      notes: notes.length ? notes : undefined,
+      step: trainer.step,
+      updatedAt: new Date().toISOString(),
+    };
+    await trainer.writeMetrics({ metrics, notes, imageUris });
+    writeTermination(env[ENV.TERMINATION_MESSAGE_PATH], report);
+    log.info({ metrics, checkpoint: trainer.lastCheckpoint }, "training finished");
+    return { report };
+  } catch (e) {
+    if (e instanceof NonFiniteLossError && job.rank === 0)
+      writeTermination(env[ENV.TERMINATION_MESSAGE_PATH], nonFiniteReport(e));
+    throw e;
+  }
 }

@@ -22,16 +22,16 @@ import { z } from "zod";
 import { ENV, type FinalReport } from "../../../common/src/contract.ts";
 import { envInt, envUri, parseEnv } from "../../../common/src/env.ts";
 import { createLogger, type Logger } from "../../../common/src/logger.ts";
-import { CliError, type CliResult, intFlag, parseFlags, registerS3For } from "../cliCommon.ts";
 import { InceptionExtractor } from "../eval/inception.ts";
 import { inceptionNotes } from "../eval/rfid.ts";
-import { loadCheckpoint } from "../train/checkpoint.ts";
+import { loadCheckpoint } from "../io/checkpoint.ts";
+import { joinUri } from "../io/files.ts";
+import { parseSamplingConfig, type SamplingConfig, SamplingConfigError } from "../sample/config.ts";
+import { reduceShards } from "../sample/reduce.ts";
+import { computeReferenceStats } from "../sample/referenceStats.ts";
+import { runShard } from "../sample/shard.ts";
 import { writeMetricsJson, writeTermination } from "../train/report.ts";
-import { joinUri } from "../train/storage.ts";
-import { parseSamplingConfig, type SamplingConfig, SamplingConfigError } from "./config.ts";
-import { reduceShards } from "./reduce.ts";
-import { computeReferenceStats } from "./referenceStats.ts";
-import { runShard } from "./shard.ts";
+import { CliError, type CliResult, intFlag, parseFlags, registerS3For } from "./common.ts";
 
 const SampleEnv = z.object({
   [ENV.TRAIN_CONFIG]: z.string().optional(),
@@ -48,13 +48,24 @@ const SampleEnv = z.object({
 });
 type SampleEnv = z.infer<typeof SampleEnv>;
 
-export const SAMPLE_USAGE = `usage: mergevq-trainer sample [--config sampling.json] [--model <ar ckpt>] [--tokenizer <tokenizer ckpt>]
+const ENV_NOTE = "(everything not given as a flag comes from the operator's env contract: MERGEVQ_TRAIN_CONFIG, …)";
+
+export const SAMPLING_USAGE = {
+  sample: `usage: mergevq-trainer sample [--config sampling.json] [--model <ar ckpt>] [--tokenizer <tokenizer ckpt>]
          [--out <dir|uri>] [--shard i] [--shards n] [--backend tensorflow-gpu|tensorflow|wasm|cpu] [--status <uri>]
-       mergevq-trainer reduce [--config sampling.json] [--out <dir|uri>] [--shards n] [--reference <stats npz>]
+One SamplingJob shard: generate this shard's slice of the samples and write <out>/shards/<i>.npz.
+${ENV_NOTE}`,
+  reduce: `usage: mergevq-trainer reduce [--config sampling.json] [--out <dir|uri>] [--shards n] [--reference <stats npz>]
          [--inception <onnx>] [--no-is] [--status <uri>]
-       mergevq-trainer eval reference-stats --data <dir|uri> --out <npz uri> [--size N | --tokenizer <ckpt>]
-         [--images N] [--split train|val] [--inception <onnx>] [--batch B]
-  (everything not given as a flag comes from the operator's env contract: MERGEVQ_TRAIN_CONFIG, …)`;
+Read every shard's npz and report gFID (against --reference) and IS, plus a sample grid.
+${ENV_NOTE}`,
+  "reference-stats": `usage: mergevq-trainer eval reference-stats --data <dir|uri> --out <npz uri> [--size N | --tokenizer <ckpt>]
+         [--images N] [--split train|val] [--inception <onnx>] [--batch B] [--data-format folder|tar-shards]
+Inception mean and covariance of real images (centre crops), the reference of gFID.`,
+} as const;
+
+/** Every sampling command's usage (top-level help). */
+export const SAMPLE_USAGE = Object.values(SAMPLING_USAGE).join("\n");
 
 function readEnv(): SampleEnv {
   try {
@@ -105,13 +116,11 @@ const SAMPLE_OPTIONS = {
   shards: { type: "string" },
   backend: { type: "string" },
   status: { type: "string" },
-  help: { type: "boolean" },
 } as const;
 
 /** `sample`: one shard of a SamplingJob. */
 export async function sampleMain(argv: string[], log?: Logger): Promise<CliResult> {
-  const v = parseFlags(argv, SAMPLE_OPTIONS, SAMPLE_USAGE);
-  if (v.help) throw new CliError(SAMPLE_USAGE);
+  const v = parseFlags(argv, SAMPLE_OPTIONS, SAMPLING_USAGE.sample);
   const env = readEnv();
   const cfg = await samplingConfig(v.config, env);
   const index = intFlag("shard", v.shard) ?? env[ENV.SHARD_INDEX] ?? 0;
@@ -141,9 +150,9 @@ export async function sampleMain(argv: string[], log?: Logger): Promise<CliResul
     attempt: env[ENV.ATTEMPT],
     log: logger,
     openGenerator: async () => {
-      const { selectBackend } = await import("../backend.ts");
+      const { selectBackend } = await import("../backend/select.ts");
       await selectBackend({ requested: v.backend, log: logger });
-      const { openARGenerator } = await import("./generator.ts");
+      const { openARGenerator } = await import("../sample/generator.ts");
       return openARGenerator({ modelUri: model, tokenizerUri: tokenizer, config: cfg, log: logger });
     },
   });
@@ -167,13 +176,11 @@ const REDUCE_OPTIONS = {
   inception: { type: "string" },
   "no-is": { type: "boolean" },
   status: { type: "string" },
-  help: { type: "boolean" },
 } as const;
 
 /** `reduce`: gFID / IS over all shard outputs + sample grid. */
 export async function reduceMain(argv: string[], log?: Logger): Promise<CliResult> {
-  const v = parseFlags(argv, REDUCE_OPTIONS, SAMPLE_USAGE);
-  if (v.help) throw new CliError(SAMPLE_USAGE);
+  const v = parseFlags(argv, REDUCE_OPTIONS, SAMPLING_USAGE.reduce);
   const env = readEnv();
   const haveConfig = v.config !== undefined || env[ENV.TRAIN_CONFIG] !== undefined;
   const cfg = haveConfig ? await samplingConfig(v.config, env) : undefined;
@@ -218,7 +225,6 @@ const REFSTATS_OPTIONS = {
   inception: { type: "string" },
   batch: { type: "string" },
   "data-format": { type: "string" },
-  help: { type: "boolean" },
 } as const;
 
 /** Resolution of a tokenizer-train checkpoint (its stored model config). */
@@ -233,11 +239,10 @@ async function tokenizerResolution(uri: string): Promise<number> {
 
 /** `eval reference-stats` (argv after those two words). */
 export async function referenceStatsMain(argv: string[], log?: Logger): Promise<CliResult> {
-  const v = parseFlags(argv, REFSTATS_OPTIONS, SAMPLE_USAGE);
-  if (v.help) throw new CliError(SAMPLE_USAGE);
+  const v = parseFlags(argv, REFSTATS_OPTIONS, SAMPLING_USAGE["reference-stats"]);
   const env = readEnv();
-  if (!v.data) throw new CliError(`--data is required\n${SAMPLE_USAGE}`);
-  if (!v.out) throw new CliError(`--out is required\n${SAMPLE_USAGE}`);
+  if (!v.data) throw new CliError(`--data is required\n${SAMPLING_USAGE["reference-stats"]}`);
+  if (!v.out) throw new CliError(`--out is required\n${SAMPLING_USAGE["reference-stats"]}`);
   if (v.split !== undefined && v.split !== "train" && v.split !== "val")
     throw new CliError(`--split: expected train or val, got "${v.split}"`);
   if (v["data-format"] !== undefined && !["folder", "tar-shards"].includes(v["data-format"]))
@@ -277,5 +282,5 @@ export async function samplingCli(argv: string[], log?: Logger): Promise<CliResu
   if (cmd === "sample") return sampleMain(rest, log);
   if (cmd === "reduce") return reduceMain(rest, log);
   if (cmd === "eval" && rest[0] === "reference-stats") return referenceStatsMain(rest.slice(1), log);
-  throw new CliError(`unknown command "${argv.slice(0, 2).join(" ")}"\n${SAMPLE_USAGE}`);
+  throw new CliError(`unknown command "${argv.slice(0, 2).join(" ")}"`);
 }

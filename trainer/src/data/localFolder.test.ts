@@ -6,9 +6,9 @@ import os from "node:os";
 import path from "node:path";
 import { test } from "node:test";
 import * as tf from "@tensorflow/tfjs";
-import { writeSyntheticImageNet } from "../data/testImages.ts";
 import { rankSeed } from "../util/rng.ts";
 import { disposeBatch, LocalFolderSource } from "./localFolder.ts";
+import { writeSyntheticImageNet } from "./testImages.ts";
 
 test("ranks partition every epoch when they share the order seed", async () => {
   await tf.setBackend("cpu");

@@ -21,27 +21,13 @@
 // sequencesPerSecond; artifacts.checkpointUri = final checkpoint; notes name the tokenizer and the backend).
 import { existsSync, readFileSync } from "node:fs";
 import { z } from "zod";
-import { ENV, type FinalReport } from "../../../common/src/contract.ts";
+import { ENV } from "../../../common/src/contract.ts";
 import { parseEnv } from "../../../common/src/env.ts";
 import { createLogger, type Logger } from "../../../common/src/logger.ts";
-import { selectBackend } from "../backend.ts";
-import {
-  CliError,
-  type CliResult,
-  installSigtermCheckpoint,
-  intFlag,
-  joinProcessGroup,
-  numberFlag,
-  parseFlags,
-  parseJson,
-  registerS3For,
-  resumeFrom,
-  TRAINING_ENV,
-  TRAINING_FLAGS,
-  trainingPaths,
-} from "../cliCommon.ts";
+import { selectBackend } from "../backend/select.ts";
+import { listImageFolder } from "../data/localFolder.ts";
 import { rankFromEnv } from "../data/rank.ts";
-import type { ProcessGroup } from "../dist/processGroup.ts";
+import { toLocalPath, uriScheme } from "../io/files.ts";
 import {
   ARConfigError,
   type ARTrainConfig,
@@ -51,12 +37,20 @@ import {
 } from "../train/arConfig.ts";
 import { buildARTrainer } from "../train/arSetup.ts";
 import { reportedLosses } from "../train/arTrainer.ts";
-import { CheckpointError } from "../train/checkpoint.ts";
-import { listImageFolder } from "../train/localFolder.ts";
-import { nonFiniteReport, writeTermination } from "../train/report.ts";
 import { isShardDataset } from "../train/setup.ts";
-import { toLocalPath, uriScheme } from "../train/storage.ts";
-import { NonFiniteLossError } from "../train/tokenizerTrainer.ts";
+import {
+  CliError,
+  type CliResult,
+  intFlag,
+  numberFlag,
+  parseFlags,
+  parseJson,
+  registerS3For,
+  runTrainingJob,
+  TRAINING_ENV,
+  TRAINING_FLAGS,
+  trainingPaths,
+} from "./common.ts";
 
 export const AR_USAGE = `usage: mergevq-trainer ar train --tokenizer <ckpt uri> --data <dir|uri> --out <dir|uri>
   [--size tiny|B|L|XL] [--steps N] [--batch B] [--accum A] [--lr X] [--warmup N] [--weight-decay X]
@@ -135,7 +129,6 @@ export async function arMain(argv: string[], log?: Logger): Promise<CliResult> {
     throw new CliError(`unknown command "${argv.slice(0, 2).join(" ")}"\n${AR_USAGE}`);
   }
   const values = parseFlags(rest, OPTIONS, AR_USAGE);
-  if (values.help) throw new CliError(AR_USAGE);
   const env = parseEnv(ContractEnv);
   const { rank, worldSize } = rankFromEnv();
   const logger = log ?? createLogger({ component: "ar-trainer", run: env[ENV.RUN], rank });
@@ -253,53 +246,25 @@ export async function arMain(argv: string[], log?: Logger): Promise<CliResult> {
   const { trainer } = built;
   const notes = [...built.notes];
 
-  installSigtermCheckpoint(env, logger);
-  const resume = await resumeFrom(values.resume, env, checkpointDir);
-  if (resume) {
-    const src = values.resume ? "--resume" : env[ENV.RESUME_FROM] ? ENV.RESUME_FROM : `latest under ${checkpointDir}`;
-    try {
-      await trainer.resume(resume);
-    } catch (e) {
-      if (e instanceof CheckpointError) throw new CheckpointError(`${src} ${resume}: ${e.message}`);
-      throw e;
-    }
-    notes.push(`resumed from ${resume} (step ${trainer.step})`);
-  }
-  let pg: ProcessGroup | undefined;
-  if (worldSize > 1)
-    pg = await joinProcessGroup(
-      trainer,
-      { arConfig: built.arConfig, train, data, tokenizer: tokenizerUri, worldSize },
-      logger,
-    );
-  try {
-    const summary = await trainer.run();
-    await pg?.close();
-    built.data.close();
-    if (rank !== 0) {
-      logger.info({ step: trainer.step }, "training finished on this rank; rank 0 reports");
-      return { report: { metrics: {}, step: trainer.step } };
-    }
-    const { loss: _l, loss_pre: _p, loss_post: _q, ...diagnostics } = summary.losses;
-    const metrics: Record<string, number> = {};
-    for (const [k, v] of Object.entries({ ...reportedLosses(summary.losses), ...diagnostics }))
-      if (Number.isFinite(v)) metrics[k] = v;
-    metrics.sequencesPerSecond = summary.sequencesPerSecond;
-    metrics.tokensPerSecond = summary.tokensPerSecond;
-    const report: FinalReport = {
-      metrics,
-      artifacts: trainer.lastCheckpoint ? { checkpointUri: trainer.lastCheckpoint } : undefined,
-      notes,
-      step: trainer.step,
-      updatedAt: new Date().toISOString(),
-    };
-    await trainer.writeMetrics({ metrics, notes });
-    writeTermination(env[ENV.TERMINATION_MESSAGE_PATH], report);
-    logger.info({ metrics, checkpoint: trainer.lastCheckpoint, seconds: summary.seconds }, "AR training finished");
-    return { report };
-  } catch (e) {
-    if (e instanceof NonFiniteLossError && rank === 0)
-      writeTermination(env[ENV.TERMINATION_MESSAGE_PATH], nonFiniteReport(e));
-    throw e;
-  }
+  return runTrainingJob({
+    trainer,
+    env,
+    resumeFlag: values.resume,
+    checkpointDir,
+    rank,
+    worldSize,
+    hashed: { arConfig: built.arConfig, train, data, tokenizer: tokenizerUri, worldSize },
+    log: logger,
+    notes,
+    closeData: () => built.data.close(),
+    finish: async (summary) => {
+      const { loss: _l, loss_pre: _p, loss_post: _q, ...diagnostics } = summary.losses;
+      const metrics: Record<string, number> = {};
+      for (const [k, v] of Object.entries({ ...reportedLosses(summary.losses), ...diagnostics }))
+        if (Number.isFinite(v)) metrics[k] = v;
+      metrics.sequencesPerSecond = summary.sequencesPerSecond;
+      metrics.tokensPerSecond = summary.tokensPerSecond;
+      return { metrics };
+    },
+  });
 }

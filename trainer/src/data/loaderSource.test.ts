@@ -3,13 +3,13 @@ import { mkdtemp, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { after, before, test } from "node:test";
-import { readImageNetSplit } from "../data/imagenet.ts";
-import { packImageNet } from "../data/shards.ts";
-import { createStorage } from "../data/storage.ts";
-import { writeSyntheticImageNet } from "../data/testImages.ts";
+import { createStorage } from "../io/storage.ts";
+import { isShardDataset, valShardsFor } from "../train/setup.ts";
+import { readImageNetSplit } from "./imagenet.ts";
 import { LoaderSource } from "./loaderSource.ts";
 import { disposeBatch } from "./localFolder.ts";
-import { isShardDataset, valShardsFor } from "./setup.ts";
+import { packImageNet } from "./shards.ts";
+import { writeSyntheticImageNet } from "./testImages.ts";
 
 let dir: string;
 let shards: string;

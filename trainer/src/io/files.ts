@@ -101,7 +101,7 @@ export function storageFor(uri: string): Storage {
  * via a dynamic import, so importing this module never loads the SDK. Called by the CLI at start-up.
  */
 export async function registerS3FromDataPlane(): Promise<void> {
-  const mod = await import("../data/storage.ts");
+  const mod = await import("./storage.ts");
   let impl: ReturnType<typeof mod.createStorage> | undefined;
   const s3 = () => {
     impl ??= mod.createStorage("s3://bucket/");

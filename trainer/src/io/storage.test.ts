@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { rankFromEnv } from "./rank.ts";
+import { rankFromEnv } from "../data/rank.ts";
 import { backoffDelay, JitterRetryStrategy, joinUri, parseUri, s3SettingsFromEnv } from "./storage.ts";
 
 test("parseUri / joinUri", () => {

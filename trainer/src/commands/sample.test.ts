@@ -13,7 +13,13 @@ import sharp from "sharp";
 import { ENV } from "../../../common/src/contract.ts";
 import { readNpz } from "../eval/npz.ts";
 import { ensureRandomInception } from "../eval/testing.ts";
-import { lastReport, photoFolder, runTrainerCli as run, tinyArCheckpoint, tinyTokenizerCheckpoint } from "./testing.ts";
+import {
+  lastReport,
+  photoFolder,
+  runTrainerCli as run,
+  tinyArCheckpoint,
+  tinyTokenizerCheckpoint,
+} from "../sample/testing.ts";
 
 const tmp = mkdtempSync(path.join(os.tmpdir(), "mvq-sample-cli-"));
 after(() => rmSync(tmp, { recursive: true, force: true }));

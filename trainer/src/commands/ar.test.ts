@@ -10,10 +10,10 @@ import path from "node:path";
 import { before, test } from "node:test";
 import { FinalReport, Progress } from "../../../common/src/contract.ts";
 import { createLogger } from "../../../common/src/logger.ts";
-import { selectBackend } from "../backend.ts";
+import { selectBackend } from "../backend/select.ts";
 import { freePort, killAll, loopbackBlock, rendezvousEnv, spawnNode } from "../dist/testing.ts";
+import { loadCheckpoint } from "../io/checkpoint.ts";
 import { makeT0TokenizerCheckpoint } from "../train/arTesting.ts";
-import { loadCheckpoint } from "../train/checkpoint.ts";
 import { ensureTestPhotos } from "../util/testPhotos.ts";
 
 const ROOT = path.resolve(import.meta.dirname, "../../..");

@@ -2,9 +2,9 @@
 // tokenizer in eval mode, and sampled codes are decoded with it). Loads a `tokenizer-train` checkpoint
 // (local path, file:// or s3://) and installs its EMA weights (pitfall 12: evaluate with EMA).
 import * as tf from "@tensorflow/tfjs";
-import { type ResolvedTokenizerConfig, resolveConfig } from "../config/tokenizer.ts";
-import { MergeVQTokenizer } from "../tokenizer/mergevq.ts";
-import { type Checkpoint, CheckpointError, loadCheckpoint } from "./checkpoint.ts";
+import { type Checkpoint, CheckpointError, loadCheckpoint } from "../io/checkpoint.ts";
+import { type ResolvedTokenizerConfig, resolveConfig } from "./config.ts";
+import { MergeVQTokenizer } from "./mergevq.ts";
 
 export interface FrozenTokenizer {
   tokenizer: MergeVQTokenizer;
