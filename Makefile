@@ -40,7 +40,7 @@ toolchain: ## Build pinned kube-apiserver/controller-manager/scheduler/kubectl, 
 	hack/toolchain.sh all >/dev/null
 
 ##@ Development
-.PHONY: crds crds-check lint format typecheck helm-check
+.PHONY: crds crds-check lint format typecheck helm-check deps-check
 crds: node-deps ## Regenerate crds/*.yaml (and the chart's copy) from the zod schemas
 	npx tsx operator/src/api/generate.ts
 
@@ -56,12 +56,15 @@ format: node-deps ## Format and apply safe lint fixes
 typecheck: node-deps ## TypeScript strict typecheck
 	npx tsc -p tsconfig.json --noEmit
 
+deps-check: node-deps ## Import structure: no cycles, layering of docs/architecture.md (.dependency-cruiser.cjs)
+	npx depcruise common/src operator/src trainer/src test bench hack --config .dependency-cruiser.cjs --output-type err
+
 helm-check: toolchain ## helm lint + helm template (default and namespaced values)
 	hack/helm-check.sh
 
 ##@ Tests
 .PHONY: test test-unit test-integration e2e kind-e2e
-test: setup lint typecheck crds-check helm-check test-unit test-integration ## Everything CI runs
+test: setup lint typecheck deps-check crds-check helm-check test-unit test-integration ## Everything CI runs
 	@echo "make test: all checks passed"
 
 test-unit: node-deps ## Unit tests (no cluster)

@@ -2,9 +2,9 @@
 // (hack/tfjs-native/profile.ts): tf.variableGrads of MSE + 0.1·entropy + 0.25·commitment over every tokenizer
 // variable, the loss read back, then the trainer's NamedAdam update (β 0.5/0.9, lr 2e-4).
 import * as tf from "@tensorflow/tfjs";
-import { reconLfqLoss } from "../trainer/src/backend/check.ts";
 import type { MergeVQTokenizer } from "../trainer/src/tokenizer/mergevq.ts";
 import { NamedAdam } from "../trainer/src/train/adam.ts";
+import { reconLfqLoss } from "../trainer/src/train/backendParity.ts";
 
 /** GR_d32 at 64² (/16 → 4×4 tokens; no merge schedule over 12 blocks reaches a smaller square K: unmerged). */
 export const GR_D32_AT_64 = {

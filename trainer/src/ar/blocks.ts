@@ -4,8 +4,8 @@
 // Attention takes an optional past (K/V cache rows, post-RoPE) and an additive bias, so the same code runs
 // the masked full-sequence training forward and the incremental KV-cached decoder (generate.ts).
 import * as tf from "@tensorflow/tfjs";
-import { fnv1a, ONES, type ParamSpec, type Params } from "../nn/params.ts";
-import { linear, matMul2d, silu } from "../tokenizer/blocks.ts";
+import { type DropoutCtx, dropout, linear, rmsNorm, rmsNormSpecs, silu } from "../nn/layers.ts";
+import type { ParamSpec, Params } from "../nn/params.ts";
 import { applyRope } from "./rope.ts";
 
 /** N(0, 0.02²) for every Linear / Embedding except the zero-initialised heads (spec §5.2). */
@@ -14,78 +14,19 @@ export const AR_INIT = { kind: "normal", std: 0.02 } as const;
 /** Masked attention logits: exp(−1e9 − max) is exactly 0 in float32, and a row always sees itself. */
 export const MASK_VALUE = -1e9;
 
-export const rmsNormSpecs = (name: string, D: number): ParamSpec[] => [
-  { name: `${name}.weight`, shape: [D], init: ONES, group: "ar" },
-];
-
 export const linearNoBias = (name: string, cin: number, cout: number): ParamSpec[] => [
   { name: `${name}.weight`, shape: [cin, cout], init: AR_INIT, group: "ar" },
 ];
 
 export const blockSpecs = (name: string, D: number, F: number): ParamSpec[] => [
-  ...rmsNormSpecs(`${name}.attention_norm`, D),
+  ...rmsNormSpecs(`${name}.attention_norm`, D, "ar"),
   ...linearNoBias(`${name}.attention.wqkv`, D, 3 * D),
   ...linearNoBias(`${name}.attention.wo`, D, D),
-  ...rmsNormSpecs(`${name}.ffn_norm`, D),
+  ...rmsNormSpecs(`${name}.ffn_norm`, D, "ar"),
   ...linearNoBias(`${name}.feed_forward.w1`, D, F),
   ...linearNoBias(`${name}.feed_forward.w3`, D, F),
   ...linearNoBias(`${name}.feed_forward.w2`, F, D),
 ];
-
-/** RMSNorm over the last axis: x / √(mean(x²) + eps) · weight. */
-export function rmsNorm<T extends tf.Tensor>(P: Params, name: string, x: T, eps = 1e-5): T {
-  const ms = tf.mean(tf.square(x), -1, true);
-  return tf.mul(tf.mul(x, tf.rsqrt(tf.add(ms, eps))), P.get(`${name}.weight`)) as T;
-}
-
-/**
- * float32 one-hot. (tfjs-backend-wasm 4.22's OneHot ignores a float32 dtype and writes int32 bit patterns,
- * so build it as int32 and cast.)
- */
-export const oneHotF32 = (idx: tf.Tensor, depth: number): tf.Tensor =>
-  tf.cast(tf.oneHot(idx as tf.Tensor1D, depth), "float32");
-
-/**
- * Embedding lookup table [V, D] at int32 indices (any shape) → [...idx.shape, D]. The forward is a gather;
- * where the backend has no UnsortedSegmentSum kernel (tfjs-backend-wasm) the table gradient is computed as
- * one_hot(idx)ᵀ·dy instead of tfjs's gather gradient.
- */
-export function embedding(table: tf.Tensor, idx: tf.Tensor): tf.Tensor {
-  const [V, D] = table.shape as [number, number];
-  const flat = tf.reshape(idx, [-1]) as tf.Tensor1D;
-  let out: tf.Tensor;
-  if (tf.getKernel("UnsortedSegmentSum", tf.getBackend()) !== undefined) {
-    out = tf.gather(table, flat);
-  } else {
-    // Indices go through save(): tensors merely captured by the closure are freed by the caller's tidy
-    // before the backward pass runs.
-    const f = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
-      const [t, i, save] = args as [tf.Tensor2D, tf.Tensor1D, tf.GradSaveFunc];
-      save([i]);
-      return {
-        value: tf.gather(t, i),
-        gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) =>
-          tf.tidy(() => [
-            matMul2d(tf.transpose(oneHotF32(saved[0] as tf.Tensor1D, V)) as tf.Tensor2D, dy as tf.Tensor2D), // [V,N]·[N,D]
-            tf.zerosLike(saved[0]),
-          ]),
-      };
-    });
-    out = f(table, flat);
-  }
-  return tf.reshape(out, [...idx.shape, D]);
-}
-
-/** Training-mode dropout with deterministic per-site seeds (site name + step seed), identity otherwise. */
-export interface DropoutCtx {
-  training: boolean;
-  seed: number;
-}
-
-export function dropout(x: tf.Tensor, rate: number, ctx: DropoutCtx, site: string): tf.Tensor {
-  if (!ctx.training || rate <= 0) return x;
-  return tf.dropout(x, rate, undefined, fnv1a(`${ctx.seed}/${site}`));
-}
 
 /** Rotated keys / values of the new positions, [N, T_new, D] each (what a KV cache stores). */
 export interface KV {

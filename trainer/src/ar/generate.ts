@@ -11,9 +11,9 @@
 // written to both halves. `ARDecoder` exposes the steps so tests can teacher-force a sequence and compare
 // its logits with the masked full forward (masking ≡ eviction).
 import * as tf from "@tensorflow/tfjs";
-import { linear } from "../tokenizer/blocks.ts";
+import { type DropoutCtx, linear, rmsNorm } from "../nn/layers.ts";
 import { Rng } from "../util/rng.ts";
-import { type DropoutCtx, type KV, llamaBlock, rmsNorm } from "./blocks.ts";
+import { type KV, llamaBlock } from "./blocks.ts";
 import type { GPT } from "./gpt.ts";
 import { KVCache, type Slot } from "./kvCache.ts";
 import { spatialBias } from "./mergeAR.ts";

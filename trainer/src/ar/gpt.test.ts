@@ -6,7 +6,7 @@ import { before, describe, it } from "node:test";
 import * as tf from "@tensorflow/tfjs";
 import { selectBackend } from "../backend/select.ts";
 import { decodeCheckpoint, encodeCheckpoint } from "../io/checkpoint.ts";
-import { embedding } from "./blocks.ts";
+import { embedding } from "../nn/layers.ts";
 import { type ARBatch, crossEntropy, dropLabels, GPT, gptCheckpointTensors, gptFromCheckpoint } from "./gpt.ts";
 import { dupFromCodes } from "./mergeAR.ts";
 import { randomizeWeights, sequencesWithDuplicates, tinyConfig } from "./testing.ts";

@@ -13,21 +13,9 @@
 import * as tf from "@tensorflow/tfjs";
 import type { Checkpoint, TensorEntry } from "../io/checkpoint.ts";
 import { CheckpointError } from "../io/checkpoint.ts";
+import { type DropoutCtx, dropout, embedding, linear, oneHotF32, rmsNorm, rmsNormSpecs } from "../nn/layers.ts";
 import { countParams, type ParamSpec, ParamStore, tidyObject, ZEROS } from "../nn/params.ts";
-import { linear } from "../tokenizer/blocks.ts";
-import {
-  AR_INIT,
-  blockSpecs,
-  type DropoutCtx,
-  dropout,
-  embedding,
-  linearNoBias,
-  llamaBlock,
-  MASK_VALUE,
-  oneHotF32,
-  rmsNorm,
-  rmsNormSpecs,
-} from "./blocks.ts";
+import { AR_INIT, blockSpecs, linearNoBias, llamaBlock, MASK_VALUE } from "./blocks.ts";
 import { type ARConfig, prefixLength } from "./config.ts";
 import { spatialBias } from "./mergeAR.ts";
 import { FACTORIZED_POSITIONS, ropeTable, ropeTensors, spatialPositions } from "./rope.ts";
@@ -63,7 +51,7 @@ export function arParamSpecs(cfg: ARConfig): ParamSpec[] {
   if (cfg.mergeAR.numMergeTokens > 0) specs.push(emb("merge_embedding.weight", cfg.mergeAR.numMergeTokens));
   for (let i = 0; i < cfg.spatialLayers; i++) specs.push(...blockSpecs(`layers.${i}`, D, cfg.ffnHidden));
   for (let i = 0; i < cfg.factorizedLayers; i++) specs.push(...blockSpecs(`factorized_blocks.${i}`, D, cfg.ffnHidden));
-  specs.push(...rmsNormSpecs("norm", D));
+  specs.push(...rmsNormSpecs("norm", D, "ar"));
   // Heads: bias-free and zero-initialised (spec §5.2).
   specs.push(...linearNoBias("heads.0", D, vPre).map((s) => ({ ...s, init: ZEROS })));
   specs.push(...linearNoBias("heads.1", D, vPost).map((s) => ({ ...s, init: ZEROS })));

@@ -10,8 +10,8 @@ import path from "node:path";
 import { after, describe, test } from "node:test";
 import { fileURLToPath } from "node:url";
 import * as tf from "@tensorflow/tfjs";
-import { conv2dValid } from "../tokenizer/blocks.ts";
-import { compareSteps, lcg, type StepResult, T1_PARITY, t1Step } from "./check.ts";
+import { conv2dValid } from "../nn/kernels.ts";
+import { compareSteps, lcg, type StepResult, T1_PARITY, t1Step } from "../train/backendParity.ts";
 import {
   BACKEND_ORDER,
   type BackendChoice,

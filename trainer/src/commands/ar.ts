@@ -25,6 +25,7 @@ import { ENV } from "../../../common/src/contract.ts";
 import { parseEnv } from "../../../common/src/env.ts";
 import { createLogger, type Logger } from "../../../common/src/logger.ts";
 import { selectBackend } from "../backend/select.ts";
+import { isShardDataset } from "../data/dataset.ts";
 import { listImageFolder } from "../data/localFolder.ts";
 import { rankFromEnv } from "../data/rank.ts";
 import { toLocalPath, uriScheme } from "../io/files.ts";
@@ -37,7 +38,6 @@ import {
 } from "../train/arConfig.ts";
 import { buildARTrainer } from "../train/arSetup.ts";
 import { reportedLosses } from "../train/arTrainer.ts";
-import { isShardDataset } from "../train/setup.ts";
 import {
   CliError,
   type CliResult,

@@ -1,6 +1,6 @@
 // `mergevq-trainer backend check [--parity] [--backend B]`: which tfjs backend starts here, whether it sees a GPU,
 // and (with --parity) whether one tokenizer train step on it matches the wasm reference (backend/check.ts).
-import { backendCheck } from "../backend/check.ts";
+import { backendCheck } from "../train/backendParity.ts";
 import { CliError, type CliResult, parseFlags } from "./common.ts";
 
 export const BACKEND_USAGE = {

@@ -7,11 +7,11 @@ import { z } from "zod";
 import { ENV, type FinalReport } from "../../../common/src/contract.ts";
 import { envInt, envUri } from "../../../common/src/env.ts";
 import type { Logger } from "../../../common/src/logger.ts";
-import { configHash, initProcessGroup, type ProcessGroup } from "../dist/processGroup.ts";
+import type { ProcessGroup } from "../dist/processGroup.ts";
 import { CheckpointError, latestCheckpoint } from "../io/checkpoint.ts";
 import { joinUri, registerS3FromDataPlane, uriScheme } from "../io/files.ts";
-import { NonFiniteLossError } from "../train/loop.ts";
-import { nonFiniteReport, writeTermination } from "../train/report.ts";
+import { nonFiniteReport, writeTermination } from "../io/status.ts";
+import { joinProcessGroup, NonFiniteLossError } from "../train/loop.ts";
 import { stopSignal } from "../train/stopSignal.ts";
 
 export class CliError extends Error {
@@ -167,29 +167,6 @@ export function installSigtermCheckpoint(env: { [ENV.CHECKPOINT_SAVE_ON_SIGTERM]
     log.warn("SIGTERM outside the training loop: nothing to checkpoint, exiting 143");
     process.exit(143);
   });
-}
-
-/**
- * WORLD_SIZE > 1: rendezvous (`hashed` = everything that must match across ranks), attach the group to the
- * trainer and make every rank hold rank 0's state. Returns the group (close it after training).
- */
-export async function joinProcessGroup(
-  trainer: { step: number; attachProcessGroup(pg: ProcessGroup): void; syncFromRank0(): Promise<void> },
-  hashed: unknown,
-  log: Logger,
-): Promise<ProcessGroup> {
-  // With the SIGTERM checkpoint handler installed, the group must not tear itself down on SIGTERM: the loop
-  // stops every rank at one step boundary instead (train/stopSignal.ts).
-  const pg = await initProcessGroup({
-    configHash: configHash(hashed),
-    step: trainer.step,
-    log,
-    handleSignals: !stopSignal.installed,
-  });
-  log.info({ rank: pg.rank, worldSize: pg.worldSize, neighbours: pg.neighbours }, "process group ready");
-  trainer.attachProcessGroup(pg);
-  await trainer.syncFromRank0();
-  return pg;
 }
 
 /** What runTrainingJob needs from a built trainer (TokenizerTrainer, ARTrainer). */

@@ -26,11 +26,11 @@ import { InceptionExtractor } from "../eval/inception.ts";
 import { inceptionNotes } from "../eval/rfid.ts";
 import { loadCheckpoint } from "../io/checkpoint.ts";
 import { joinUri } from "../io/files.ts";
+import { writeMetricsJson, writeTermination } from "../io/status.ts";
 import { parseSamplingConfig, type SamplingConfig, SamplingConfigError } from "../sample/config.ts";
 import { reduceShards } from "../sample/reduce.ts";
 import { computeReferenceStats } from "../sample/referenceStats.ts";
 import { runShard } from "../sample/shard.ts";
-import { writeMetricsJson, writeTermination } from "../train/report.ts";
 import { CliError, type CliResult, intFlag, parseFlags, registerS3For } from "./common.ts";
 
 const SampleEnv = z.object({

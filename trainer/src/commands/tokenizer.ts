@@ -35,9 +35,9 @@ import { InceptionExtractor } from "../eval/inception.ts";
 import { computeRfidPerK, type ReconstructionBatch } from "../eval/rfid.ts";
 import { latestCheckpoint } from "../io/checkpoint.ts";
 import { joinUri, storageFor, toLocalPath, uriScheme } from "../io/files.ts";
+import { writeMetricsJson, writeTermination } from "../io/status.ts";
 import { resolveConfig } from "../tokenizer/config.ts";
 import { ContractConfigError, modelFromContract, trainFromContract } from "../train/crdConfig.ts";
-import { writeMetricsJson, writeTermination } from "../train/report.ts";
 import { buildTrainer } from "../train/setup.ts";
 import type { TokenizerTrainer } from "../train/tokenizerTrainer.ts";
 import {

@@ -4,7 +4,7 @@ import os from "node:os";
 import path from "node:path";
 import { after, before, test } from "node:test";
 import { createStorage } from "../io/storage.ts";
-import { isShardDataset, valShardsFor } from "../train/setup.ts";
+import { isShardDataset, valShardsFor } from "./dataset.ts";
 import { readImageNetSplit } from "./imagenet.ts";
 import { LoaderSource } from "./loaderSource.ts";
 import { disposeBatch } from "./localFolder.ts";

@@ -13,8 +13,8 @@ import { readdir, stat } from "node:fs/promises";
 import path from "node:path";
 import * as tf from "@tensorflow/tfjs";
 import sharp from "sharp";
-import { IMAGENET_MEAN, IMAGENET_STD } from "../losses/alignment.ts";
 import { Rng, type RngState } from "../util/rng.ts";
+import { IMAGENET_MEAN, IMAGENET_STD } from "./augment.ts";
 
 export interface TrainBatch {
   /** Reconstruction view `[B,size,size,3]` in [−1,1]. */

@@ -14,8 +14,6 @@ import { encodeOnnxModel, ONNX_FLOAT, ONNX_INT64, type OnnxNode, type OnnxTensor
 import type { Rng } from "../util/rng.ts";
 
 export const ALIGN_TEMPERATURE = 4;
-export const IMAGENET_MEAN = [0.485, 0.456, 0.406] as const;
-export const IMAGENET_STD = [0.229, 0.224, 0.225] as const;
 
 /** `T²·KL(softmax(t/T) ‖ softmax(s/T))`, averaged over the batch. Gradient flows into `student` only. */
 export function klAlignmentLoss(teacher: tf.Tensor2D, student: tf.Tensor2D, T = ALIGN_TEMPERATURE): tf.Scalar {

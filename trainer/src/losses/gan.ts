@@ -10,7 +10,7 @@
 // Running BN statistics are not kept: upstream only uses them for the validation D loss, which this
 // trainer does not compute (spec §4.2 decision: LeCam EMAs update only in training steps).
 import * as tf from "@tensorflow/tfjs";
-import { conv2dValid } from "../tokenizer/blocks.ts";
+import { conv2dValid } from "../nn/kernels.ts";
 import type { Rng } from "../util/rng.ts";
 
 export interface PatchGanConfig {

@@ -12,13 +12,13 @@ import { mkdir, mkdtemp, readFile, rename, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import type { Logger } from "../../../common/src/logger.ts";
+import { isShardDataset } from "../data/dataset.ts";
 import { DataLoader } from "../data/loader.ts";
 import { LocalFolderSource } from "../data/localFolder.ts";
 import type { ImageBatch, InceptionExtractor } from "../eval/inception.ts";
 import { POOL_DIM } from "../eval/inception.ts";
 import { FeatureStats, type GaussianStats, saveStats } from "../eval/stats.ts";
 import { storageFor, toLocalPath, uriScheme } from "../io/files.ts";
-import { isShardDataset } from "../train/setup.ts";
 
 /** [-1,1] floats from a uint8-derived reader → uint8 (round((x+1)·127.5), clamped). */
 export function symmetricToUint8(x: Float32Array): Uint8Array {

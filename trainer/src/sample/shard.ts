@@ -20,7 +20,7 @@ import path from "node:path";
 import type { Logger } from "../../../common/src/logger.ts";
 import { listNpz, npzArrayHeader, readNpz, verifyNpz, writeNpz } from "../eval/npz.ts";
 import { joinUri, storageFor, toLocalPath, uriScheme } from "../io/files.ts";
-import { writeProgressJson } from "../train/report.ts";
+import { writeProgressJson } from "../io/status.ts";
 import type { SamplingConfig } from "./config.ts";
 
 export const SHARD_FORMAT = "mergevq-samples-v1";

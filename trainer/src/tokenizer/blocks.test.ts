@@ -4,20 +4,11 @@ import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import * as tf from "@tensorflow/tfjs";
 import { selectBackend } from "../backend/select.ts";
+import { groupNormAutodiff, groupNormRaw, setGroupNormMode } from "../nn/groupNorm.ts";
+import { conv2dValid, depthwiseConv3x3, matMul2d, setConvGradMode } from "../nn/kernels.ts";
+import { convSpecs, gelu } from "../nn/layers.ts";
 import { initTensor } from "../nn/params.ts";
-import {
-  adaGNStats,
-  conv2dValid,
-  convSpecs,
-  depthToSpace2,
-  depthwiseConv3x3,
-  gelu,
-  groupNormAutodiff,
-  groupNormRaw,
-  matMul2d,
-  setConvGradMode,
-  setGroupNormMode,
-} from "./blocks.ts";
+import { adaGNStats, depthToSpace2 } from "./blocks.ts";
 
 const maxAbs = (a: tf.Tensor, b: tf.Tensor) => tf.tidy(() => tf.max(tf.abs(tf.sub(a, b))).dataSync()[0]);
 

@@ -2,9 +2,9 @@
 // "layer3" (GR, R): Linear(D→4D)–GELU–Linear(4D→4D)–GELU–Linear(4D→C);
 // "mlp2" (G, upstream `dist_head True`): Linear(D→4D)–GELU–LayerNorm(4D)–Linear(4D→C). PyTorch default init.
 import type * as tf from "@tensorflow/tfjs";
+import { gelu, layerNorm, linear, linearSpecs, normSpecs } from "../nn/layers.ts";
 import type { ParamSpec, Params } from "../nn/params.ts";
 import type { ArchConfig } from "./arch.ts";
-import { gelu, layerNorm, linear, linearSpecs, normSpecs } from "./blocks.ts";
 
 export function clsHeadSpecs(cfg: ArchConfig): ParamSpec[] {
   const D = cfg.derived.encDim;

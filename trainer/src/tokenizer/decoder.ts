@@ -5,6 +5,9 @@
 // → Upsampler (conv ×4 channels + DCR depth-to-space, except level 0) → GN32 → SiLU → conv 3×3 → RGB.
 // No tanh: training uses the raw output (evaluation clamps to [−1, 1]).
 import * as tf from "@tensorflow/tfjs";
+import { groupNorm } from "../nn/groupNorm.ts";
+import { depthwiseConv3x3 } from "../nn/kernels.ts";
+import { conv3x3, convSpecs, depthwiseSpecs, layerNorm, layerScale, normSpecs, silu } from "../nn/layers.ts";
 import type { ParamSpec, Params } from "../nn/params.ts";
 import type { ArchConfig } from "./arch.ts";
 import {
@@ -12,18 +15,9 @@ import {
   adaGNSpecs,
   adaGNStats,
   attention,
-  conv3x3,
-  convSpecs,
-  depthwiseConv3x3,
-  depthwiseSpecs,
-  groupNorm,
-  layerNorm,
-  layerScale,
   mixMlp,
-  normSpecs,
   resBlock,
   resBlockSpecs,
-  silu,
   upsample,
   upsamplerSpecs,
   vitBlockSpecs,

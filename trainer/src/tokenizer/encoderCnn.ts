@@ -2,9 +2,10 @@
 // or attention): conv_in 3×3 (no bias) → levels of `numResBlocks` ResBlocks, a stride-2 Down conv after
 // every level but the last. NHWC: [B, H, W, 3] → [B, H/2^(n−1), W/2^(n−1), ch·chMult[-1]].
 import type * as tf from "@tensorflow/tfjs";
+import { conv3x3, convSpecs } from "../nn/layers.ts";
 import type { ParamSpec, Params } from "../nn/params.ts";
 import type { ArchConfig } from "./arch.ts";
-import { conv3x3, convSpecs, downSpecs, downsample, resBlock, resBlockSpecs } from "./blocks.ts";
+import { downSpecs, downsample, resBlock, resBlockSpecs } from "./blocks.ts";
 
 export function encoderCnnSpecs(cfg: ArchConfig): ParamSpec[] {
   const g = "encoder" as const;

@@ -4,20 +4,11 @@
 // bipartite matching on the head-mean of the keys → size-weighted merge → MLP residual. No final norm.
 // Head: tokens 1..K → [B, √K, √K, D] → GN32 → SiLU → 1×1 conv (D→zChannels, bias).
 import * as tf from "@tensorflow/tfjs";
+import { groupNorm } from "../nn/groupNorm.ts";
+import { convSpecs, layerNorm, layerScale, linear, normSpecs, silu } from "../nn/layers.ts";
 import type { ParamSpec, Params } from "../nn/params.ts";
 import type { ArchConfig } from "./arch.ts";
-import {
-  attention,
-  convSpecs,
-  groupNorm,
-  layerNorm,
-  layerScale,
-  linear,
-  mlp,
-  normSpecs,
-  silu,
-  vitBlockSpecs,
-} from "./blocks.ts";
+import { attention, mlp, vitBlockSpecs } from "./blocks.ts";
 import { bipartitePlan, capR, MergeTracker, matchingScores, mergeTokens } from "./tome.ts";
 
 export function encoderTransformerSpecs(cfg: ArchConfig): ParamSpec[] {

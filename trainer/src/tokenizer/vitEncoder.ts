@@ -5,9 +5,10 @@
 // [decision] the patch conv uses the PyTorch default init U(±1/√(3·16·16)) (spec §2.7 lists only the
 // transformer Linear/Conv layers under trunc-normal .02).
 import * as tf from "@tensorflow/tfjs";
+import { groupNorm } from "../nn/groupNorm.ts";
+import { convSpecs, normSpecs } from "../nn/layers.ts";
 import type { ParamSpec, Params } from "../nn/params.ts";
 import type { ArchConfig } from "./arch.ts";
-import { convSpecs, groupNorm, normSpecs } from "./blocks.ts";
 
 export function vitEncoderSpecs(cfg: ArchConfig): ParamSpec[] {
   const p = cfg.patchSize;

@@ -29,13 +29,13 @@
 // global micro-batch index (step·accum + a), so a resumed run draws exactly the same batches.
 import * as tf from "@tensorflow/tfjs";
 import type { ARBatch } from "../ar/gpt.ts";
+import { isShardDataset } from "../data/dataset.ts";
 import { LoaderSource } from "../data/loaderSource.ts";
 import { type BatchSource, type DataSourceState, disposeBatch, LocalFolderSource } from "../data/localFolder.ts";
 import { fnv1a } from "../nn/params.ts";
 import type { Candidate } from "../tokenizer/candidates.ts";
 import type { MergeVQTokenizer } from "../tokenizer/mergevq.ts";
 import { Rng, rankSeed } from "../util/rng.ts";
-import { isShardDataset } from "./setup.ts";
 
 /**
  * Global sample index of local sample `j` of micro-batch `micro` on `rank` of `worldSize`, with per-rank batch

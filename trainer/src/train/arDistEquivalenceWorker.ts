@@ -20,12 +20,12 @@ import { writeFileSync } from "node:fs";
 import path from "node:path";
 import { createLogger } from "../../../common/src/logger.ts";
 import { selectBackend } from "../backend/select.ts";
-import { joinProcessGroup } from "../commands/common.ts";
 import { rankFromEnv } from "../data/rank.ts";
 import type { TensorEntry } from "../io/checkpoint.ts";
 import { loadFrozenTokenizer } from "../tokenizer/frozen.ts";
 import { parseARModelSpec, parseARTrainConfig } from "./arConfig.ts";
 import { buildARTrainer } from "./arSetup.ts";
+import { joinProcessGroup } from "./loop.ts";
 
 const env = process.env;
 const mode = env.AR_EQ_MODE ?? "ref";

@@ -20,7 +20,7 @@ import * as tf from "@tensorflow/tfjs";
 import type { Logger } from "../../../common/src/logger.ts";
 import type { DataSourceState } from "../data/localFolder.ts";
 import { allReduceLosses, averageGradients, broadcastVariables } from "../dist/ddp.ts";
-import type { ProcessGroup } from "../dist/processGroup.ts";
+import { configHash, initProcessGroup, type ProcessGroup } from "../dist/processGroup.ts";
 import { assertSameArchitecture, type Checkpoint, CheckpointError, loadCheckpoint } from "../io/checkpoint.ts";
 import { clipByGlobalNorm } from "./adamw.ts";
 import {
@@ -483,4 +483,27 @@ export function trainableVariables(weights: Map<string, tf.Tensor>, what: string
   for (const [name, t] of weights) if (t instanceof tf.Variable && t.trainable) vars.set(name, t);
   if (vars.size === 0) throw new Error(`${what} exposes no trainable variables through getWeights()`);
   return vars;
+}
+
+/**
+ * WORLD_SIZE > 1: rendezvous (`hashed` = everything that must match across ranks), attach the group to the
+ * trainer and make every rank hold rank 0's state. Returns the group (close it after training).
+ */
+export async function joinProcessGroup(
+  trainer: Pick<TrainingLoop, "step" | "attachProcessGroup" | "syncFromRank0">,
+  hashed: unknown,
+  log: Logger,
+): Promise<ProcessGroup> {
+  // With the SIGTERM checkpoint handler installed, the group must not tear itself down on SIGTERM: the loop
+  // stops every rank at one step boundary instead (train/stopSignal.ts).
+  const pg = await initProcessGroup({
+    configHash: configHash(hashed),
+    step: trainer.step,
+    log,
+    handleSignals: !stopSignal.installed,
+  });
+  log.info({ rank: pg.rank, worldSize: pg.worldSize, neighbours: pg.neighbours }, "process group ready");
+  trainer.attachProcessGroup(pg);
+  await trainer.syncFromRank0();
+  return pg;
 }

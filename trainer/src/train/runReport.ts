@@ -13,7 +13,7 @@ import type { DataSourceState } from "../data/localFolder.ts";
 import type { ProcessGroup } from "../dist/processGroup.ts";
 import { type Checkpoint, CheckpointError, saveCheckpoint, type TensorEntry } from "../io/checkpoint.ts";
 import { joinUri, storageFor } from "../io/files.ts";
-import { writeProgressJson } from "./report.ts";
+import { writeProgressJson } from "../io/status.ts";
 import { stopSignal, TerminatedBySignal } from "./stopSignal.ts";
 
 export type Losses = Record<string, number>;

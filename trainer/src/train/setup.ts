@@ -9,9 +9,10 @@
 
 import path from "node:path";
 import { cacheRoot } from "../backend/select.ts";
+import { isShardDataset, valShardsFor } from "../data/dataset.ts";
 import { LoaderSource } from "../data/loaderSource.ts";
 import { type BatchSource, LocalFolderSource } from "../data/localFolder.ts";
-import { joinUri, storageFor, uriScheme } from "../io/files.ts";
+import { joinUri, uriScheme } from "../io/files.ts";
 import { OnnxTeacher, writeGeneratedTeacher } from "../losses/alignment.ts";
 import { PatchGanDiscriminator } from "../losses/gan.ts";
 import { PerceptualLoss, writeGeneratedPerceptualNet } from "../losses/perceptual.ts";
@@ -102,23 +103,6 @@ export interface BuildOptions extends RunDeps {
   dataFormat?: string;
   /** Use this training source instead of opening `data` (tests; `data` still provides the eval split). */
   source?: BatchSource;
-}
-
-/** True when `data` should be read as tar shards. */
-export async function isShardDataset(data: string, format?: string): Promise<boolean> {
-  if (format === "tar-shards") return true;
-  if (format === "folder") return false;
-  if (uriScheme(data) === "s3") return true;
-  return storageFor(joinUri(data, "index.json")).exists(joinUri(data, "index.json"));
-}
-
-/** Where the held-out shards of a train-shard dataset live (see the header); undefined when none exist. */
-export async function valShardsFor(uri: string): Promise<string | undefined> {
-  const base = uri.replace(/\/index\.json$/, "").replace(/\/+$/, "");
-  const candidates = [joinUri(base, "val")];
-  if (/\/train$/.test(base)) candidates.push(`${base.replace(/\/train$/, "")}/val`);
-  for (const c of candidates) if (await storageFor(joinUri(c, "index.json")).exists(joinUri(c, "index.json"))) return c;
-  return undefined;
 }
 
 export interface Built {

@@ -10,7 +10,7 @@ import {
   type Progress,
   terminationMessage,
 } from "../../../common/src/contract.ts";
-import { joinUri, storageFor } from "../io/files.ts";
+import { joinUri, storageFor } from "./files.ts";
 
 /**
  * Write the termination message to TERMINATION_MESSAGE_PATH, or to /dev/termination-log only inside

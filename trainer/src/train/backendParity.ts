@@ -4,8 +4,8 @@
 // build works (the trainer-gpu image on a machine without GPU: CUDA libtensorflow loads, finds no device, and
 // its CPU kernels agree with wasm). Prints one JSON object; exit 0 when the backend started and parity holds.
 import * as tf from "@tensorflow/tfjs";
+import { type BackendChoice, type BackendInfo, selectBackend, startBackend } from "../backend/select.ts";
 import { MergeVQTokenizer } from "../tokenizer/mergevq.ts";
-import { type BackendChoice, type BackendInfo, selectBackend, startBackend } from "./select.ts";
 
 export interface StepResult {
   loss: number;

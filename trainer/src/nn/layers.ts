@@ -1,0 +1,152 @@
+// The layers both models are built from, each with its parameter declaration (a *Specs function: names,
+// shapes, initialisation) beside its forward. Parameters live in a ParamStore (params.ts) under dotted names
+// ("<block>.<layer>.weight"), so a forward reads exactly the names its Specs declared.
+import * as tf from "@tensorflow/tfjs";
+import { conv2dValid, matMul2d, pad1 } from "./kernels.ts";
+import {
+  fnv1a,
+  type Init,
+  ONES,
+  type ParamGroup,
+  type ParamSpec,
+  type Params,
+  torchDefault,
+  vitWeight,
+  ZEROS,
+} from "./params.ts";
+
+type InitScheme = "torch" | "vit";
+
+/** Conv weight [kh, kw, Cin, Cout] (+ bias [Cout]); "torch" = U(±1/√fan_in) for both, "vit" = tn(.02)/0. */
+export function convSpecs(
+  name: string,
+  kh: number,
+  kw: number,
+  cin: number,
+  cout: number,
+  opts: { bias: boolean; init: InitScheme; group: ParamGroup },
+): ParamSpec[] {
+  const fanIn = cin * kh * kw;
+  const wInit: Init = opts.init === "torch" ? torchDefault(fanIn) : vitWeight;
+  const bInit: Init = opts.init === "torch" ? torchDefault(fanIn) : ZEROS;
+  const out: ParamSpec[] = [{ name: `${name}.weight`, shape: [kh, kw, cin, cout], init: wInit, group: opts.group }];
+  if (opts.bias) out.push({ name: `${name}.bias`, shape: [cout], init: bInit, group: opts.group });
+  return out;
+}
+
+/** Depthwise conv weight [3, 3, C, 1] + bias [C] (fan_in = 9 for the PyTorch default). */
+export function depthwiseSpecs(name: string, C: number, init: InitScheme, group: ParamGroup): ParamSpec[] {
+  return [
+    { name: `${name}.weight`, shape: [3, 3, C, 1], init: init === "torch" ? torchDefault(9) : vitWeight, group },
+    { name: `${name}.bias`, shape: [C], init: init === "torch" ? torchDefault(9) : ZEROS, group },
+  ];
+}
+
+/** Linear weight [Cin, Cout] (PyTorch [out, in] transposed) + bias. */
+export function linearSpecs(name: string, cin: number, cout: number, init: InitScheme, group: ParamGroup): ParamSpec[] {
+  return convSpecs(name, 1, 1, cin, cout, { bias: true, init, group }).map((s) =>
+    s.name.endsWith(".weight") ? { ...s, shape: [cin, cout] } : s,
+  );
+}
+
+export function normSpecs(name: string, C: number, group: ParamGroup): ParamSpec[] {
+  return [
+    { name: `${name}.weight`, shape: [C], init: ONES, group },
+    { name: `${name}.bias`, shape: [C], init: ZEROS, group },
+  ];
+}
+
+export function layerScaleSpecs(name: string, C: number, group: ParamGroup): ParamSpec[] {
+  return [{ name: `${name}.gamma`, shape: [C], init: { kind: "const", value: 1e-5 }, group }];
+}
+
+/** Exact (erf) GELU: 0.5·x·(1 + erf(x/√2)). */
+export const gelu = (x: tf.Tensor): tf.Tensor => tf.mul(tf.mul(x, 0.5), tf.add(1, tf.erf(tf.mul(x, Math.SQRT1_2))));
+
+export const silu = (x: tf.Tensor): tf.Tensor => tf.mul(x, tf.sigmoid(x));
+
+/** LayerNorm over the last axis (timm default eps 1e-5). */
+export function layerNorm<T extends tf.Tensor>(P: Params, name: string, x: T, eps = 1e-5): T {
+  const { mean, variance } = tf.moments(x, -1, true);
+  const y = tf.mul(tf.sub(x, mean), tf.rsqrt(tf.add(variance, eps)));
+  return tf.add(tf.mul(y, P.get(`${name}.weight`)), P.get(`${name}.bias`)) as T;
+}
+
+/** Linear on the last axis: [..., Cin] → [..., Cout] (flattened to 2-D for the matmul). */
+export function linear(P: Params, name: string, x: tf.Tensor, bias = true): tf.Tensor {
+  const w = P.get(`${name}.weight`);
+  const [cin, cout] = w.shape.length === 4 ? [w.shape[2], w.shape[3]] : w.shape; // 1×1 conv or linear
+  const lead = x.shape.slice(0, -1);
+  const y = matMul2d(tf.reshape(x, [-1, cin]) as tf.Tensor2D, tf.reshape(w, [cin, cout]) as tf.Tensor2D); // [..., Cin] → [N, Cout]
+  return tf.reshape(bias ? tf.add(y, P.get(`${name}.bias`)) : y, [...lead, cout]); // → [..., Cout]
+}
+
+/** Conv 3×3, stride 1 or 2, symmetric padding 1 (PyTorch `padding=1`), optional bias. */
+export function conv3x3(P: Params, name: string, x: tf.Tensor4D, stride = 1, bias = true): tf.Tensor4D {
+  const w = P.get(`${name}.weight`) as tf.Tensor4D;
+  const y = stride === 1 ? conv2dValid(x, w, 1, "same") : conv2dValid(pad1(x), w, stride);
+  return bias ? (tf.add(y, P.get(`${name}.bias`)) as tf.Tensor4D) : y;
+}
+
+/** LayerScale: γ ⊙ x (γ initialised to 1e-5). */
+export const layerScale = (P: Params, name: string, x: tf.Tensor): tf.Tensor => tf.mul(x, P.get(`${name}.gamma`));
+
+/** RMSNorm weight [D] (ones). */
+export const rmsNormSpecs = (name: string, D: number, group: ParamGroup): ParamSpec[] => [
+  { name: `${name}.weight`, shape: [D], init: ONES, group },
+];
+
+/** RMSNorm over the last axis: x / √(mean(x²) + eps) · weight. */
+export function rmsNorm<T extends tf.Tensor>(P: Params, name: string, x: T, eps = 1e-5): T {
+  const ms = tf.mean(tf.square(x), -1, true);
+  return tf.mul(tf.mul(x, tf.rsqrt(tf.add(ms, eps))), P.get(`${name}.weight`)) as T;
+}
+
+/**
+ * float32 one-hot. (tfjs-backend-wasm 4.22's OneHot ignores a float32 dtype and writes int32 bit patterns,
+ * so build it as int32 and cast.)
+ */
+export const oneHotF32 = (idx: tf.Tensor, depth: number): tf.Tensor =>
+  tf.cast(tf.oneHot(idx as tf.Tensor1D, depth), "float32");
+
+/**
+ * Embedding lookup table [V, D] at int32 indices (any shape) → [...idx.shape, D]. The forward is a gather;
+ * where the backend has no UnsortedSegmentSum kernel (tfjs-backend-wasm) the table gradient is computed as
+ * one_hot(idx)ᵀ·dy instead of tfjs's gather gradient.
+ */
+export function embedding(table: tf.Tensor, idx: tf.Tensor): tf.Tensor {
+  const [V, D] = table.shape as [number, number];
+  const flat = tf.reshape(idx, [-1]) as tf.Tensor1D;
+  let out: tf.Tensor;
+  if (tf.getKernel("UnsortedSegmentSum", tf.getBackend()) !== undefined) {
+    out = tf.gather(table, flat);
+  } else {
+    // Indices go through save(): tensors merely captured by the closure are freed by the caller's tidy
+    // before the backward pass runs.
+    const f = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
+      const [t, i, save] = args as [tf.Tensor2D, tf.Tensor1D, tf.GradSaveFunc];
+      save([i]);
+      return {
+        value: tf.gather(t, i),
+        gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) =>
+          tf.tidy(() => [
+            matMul2d(tf.transpose(oneHotF32(saved[0] as tf.Tensor1D, V)) as tf.Tensor2D, dy as tf.Tensor2D), // [V,N]·[N,D]
+            tf.zerosLike(saved[0]),
+          ]),
+      };
+    });
+    out = f(table, flat);
+  }
+  return tf.reshape(out, [...idx.shape, D]);
+}
+
+/** Training-mode dropout with deterministic per-site seeds (site name + step seed), identity otherwise. */
+export interface DropoutCtx {
+  training: boolean;
+  seed: number;
+}
+
+export function dropout(x: tf.Tensor, rate: number, ctx: DropoutCtx, site: string): tf.Tensor {
+  if (!ctx.training || rate <= 0) return x;
+  return tf.dropout(x, rate, undefined, fnv1a(`${ctx.seed}/${site}`));
+}
