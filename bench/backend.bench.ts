@@ -25,7 +25,8 @@
 import { spawnSync } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import * as tf from "@tensorflow/tfjs";
-import { type BackendChoice, nativeCandidates, startBackend } from "../trainer/src/backend/select.ts";
+import { nativeCandidates } from "../trainer/src/backend/native.ts";
+import { type BackendChoice, startBackend } from "../trainer/src/backend/select.ts";
 import { MergeVQTokenizer } from "../trainer/src/tokenizer/mergevq.ts";
 import { benchTrainStep, GR_D32_AT_64 } from "./trainStep.ts";
 

@@ -12,16 +12,10 @@ import { fileURLToPath } from "node:url";
 import * as tf from "@tensorflow/tfjs";
 import { conv2dValid } from "../nn/kernels.ts";
 import { compareSteps, lcg, type StepResult, T1_PARITY, t1Step } from "../train/backendParity.ts";
-import {
-  BACKEND_ORDER,
-  type BackendChoice,
-  cacheRoot,
-  nativeCandidates,
-  selectBackend,
-  startBackend,
-  tfjsNodeCacheDir,
-  wasmThreadsWanted,
-} from "./select.ts";
+import { cacheRoot } from "../util/cache.ts";
+import { nativeCandidates, tfjsNodeCacheDir } from "./native.ts";
+import { BACKEND_ORDER, type BackendChoice, selectBackend, startBackend } from "./select.ts";
+import { wasmThreadsWanted } from "./wasm.ts";
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const REPO = path.resolve(HERE, "../../..");

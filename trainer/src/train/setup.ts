@@ -8,7 +8,6 @@
 // `evalSource` is "train-shards" and the CLI adds a note that the metrics are not on held-out images.
 
 import path from "node:path";
-import { cacheRoot } from "../backend/select.ts";
 import { isShardDataset, valShardsFor } from "../data/dataset.ts";
 import { LoaderSource } from "../data/loaderSource.ts";
 import { type BatchSource, LocalFolderSource } from "../data/localFolder.ts";
@@ -18,6 +17,7 @@ import { PatchGanDiscriminator } from "../losses/gan.ts";
 import { PerceptualLoss, writeGeneratedPerceptualNet } from "../losses/perceptual.ts";
 import { type ResolvedTokenizerConfig, resolveConfig } from "../tokenizer/config.ts";
 import { MergeVQTokenizer } from "../tokenizer/mergevq.ts";
+import { cacheRoot } from "../util/cache.ts";
 import { Rng, rankSeed } from "../util/rng.ts";
 import { parseTrainConfig, type TrainConfig } from "./config.ts";
 import type { RunDeps } from "./runReport.ts";

@@ -1,0 +1,123 @@
+// Native fast paths: tfjs-node kernels that pay for work the op does not need, replaced by direct libtensorflow
+// calls through the addon's binding (MERGEVQ_TFJS_NODE_FAST_KERNELS=0 keeps tfjs-node's own).
+import * as tf from "@tensorflow/tfjs";
+
+type KernelArgs = Parameters<tf.KernelFunc>[0];
+
+/** The parts of tfjs-node's NodeJSKernelBackend (not exported as a type) the fast kernels use. */
+interface NodeKernelBackend {
+  binding: {
+    createTensor(shape: number[], dtype: number, values: Int32Array): number;
+    deleteTensor(id: number): void;
+    executeOp(name: string, attrs: NodeOpAttr[], inputIds: number[], numOutputs: number): unknown[];
+    TF_FLOAT: number;
+    TF_INT32: number;
+    TF_BOOL: number;
+    TF_ATTR_TYPE: number;
+    TF_ATTR_BOOL: number;
+  };
+  getInputTensorIds(tensors: tf.TensorInfo[]): number[];
+  createOutputTensor(metadata: unknown): tf.Tensor;
+  incRef(dataId: object): void;
+}
+interface NodeOpAttr {
+  name: string;
+  type: number;
+  value: number | boolean;
+}
+
+/** Constant int32 vectors (shapes, axes) as native tensor handles, created once and reused by every op. */
+const int32Handles = new Map<string, number>();
+function int32Handle(b: NodeKernelBackend, values: readonly number[]): number {
+  const key = values.join(",");
+  let id = int32Handles.get(key);
+  if (id === undefined) {
+    if (int32Handles.size >= 4096) {
+      for (const old of int32Handles.values()) b.binding.deleteTensor(old);
+      int32Handles.clear();
+    }
+    id = b.binding.createTensor([values.length], b.binding.TF_INT32, Int32Array.from(values));
+    int32Handles.set(key, id);
+  }
+  return id;
+}
+
+function tfDtype(b: NodeKernelBackend, dtype: tf.DataType): number | undefined {
+  return dtype === "float32"
+    ? b.binding.TF_FLOAT
+    : dtype === "int32"
+      ? b.binding.TF_INT32
+      : dtype === "bool"
+        ? b.binding.TF_BOOL
+        : undefined;
+}
+
+function identity(b: NodeKernelBackend, x: tf.TensorInfo): tf.TensorInfo {
+  b.incRef(x.dataId);
+  return { dataId: x.dataId, shape: x.shape, dtype: x.dtype };
+}
+
+/**
+ * Replace four hot tfjs-node kernels with versions that skip work their results do not depend on (exact:
+ * the same TF ops run on the same inputs, or none run at all):
+ * - Cast to the tensor's own dtype: returns the input (tfjs-node runs TF's Cast, which copies; the tfjs
+ *   gradient of every Mul calls cast(x, "float32"), and tfjs-node's Mean casts its input first);
+ * - Reshape to the same shape: returns the input; other Reshapes take the target shape from a cached native
+ *   int32 handle instead of creating, uploading and freeing a tfjs tensor per call;
+ * - Mean of float32: no preliminary Cast; Mean and Sum: cached axes handles.
+ * A T1 train step runs ~1000 Reshapes, ~500 Casts and ~500 reductions, so these are ~20 % of its ops.
+ * Other dtypes/cases fall through to tfjs-node's own kernels. Returns the names of the replaced kernels.
+ */
+export function installNativeFastKernels(): string[] {
+  const replaced: string[] = [];
+  const replace = (name: string, fast: (args: KernelArgs, orig: tf.KernelFunc) => tf.TensorInfo | tf.TensorInfo[]) => {
+    const orig = tf.getKernel(name, "tensorflow");
+    if (!orig) return;
+    tf.unregisterKernel(name, "tensorflow");
+    tf.registerKernel({
+      kernelName: name,
+      backendName: "tensorflow",
+      kernelFunc: (args) => fast(args, orig.kernelFunc),
+    });
+    replaced.push(name);
+  };
+  const nb = (args: KernelArgs) => args.backend as unknown as NodeKernelBackend;
+  replace(tf.Cast, (args, orig) => {
+    const x = args.inputs.x as tf.TensorInfo;
+    return x.dtype === args.attrs?.dtype && tfDtype(nb(args), x.dtype) !== undefined
+      ? identity(nb(args), x)
+      : orig(args);
+  });
+  replace(tf.Reshape, (args, orig) => {
+    const b = nb(args);
+    const x = args.inputs.x as tf.TensorInfo;
+    const dt = tfDtype(b, x.dtype);
+    if (dt === undefined) return orig(args);
+    const shape = tf.util.inferFromImplicitShape(args.attrs?.shape as number[], tf.util.sizeFromShape(x.shape));
+    if (tf.util.arraysEqual(shape, x.shape)) return identity(b, x);
+    const attrs = [
+      { name: "T", type: b.binding.TF_ATTR_TYPE, value: dt },
+      { name: "Tshape", type: b.binding.TF_ATTR_TYPE, value: b.binding.TF_INT32 },
+    ];
+    const ids = [...b.getInputTensorIds([x]), int32Handle(b, shape)];
+    return b.createOutputTensor(b.binding.executeOp("Reshape", attrs, ids, 1)[0]);
+  });
+  for (const name of [tf.Mean, tf.Sum]) {
+    replace(name, (args, orig) => {
+      const b = nb(args);
+      const x = args.inputs.x as tf.TensorInfo;
+      const dt = tfDtype(b, x.dtype);
+      // Mean of int/bool: tfjs-node casts to float32 first; keep its kernel for those.
+      if (dt === undefined || (name === tf.Mean && x.dtype !== "float32")) return orig(args);
+      const axes = tf.util.parseAxisParam(args.attrs?.axis as number | number[], x.shape);
+      const attrs = [
+        { name: "keep_dims", type: b.binding.TF_ATTR_BOOL, value: Boolean(args.attrs?.keepDims) },
+        { name: "T", type: b.binding.TF_ATTR_TYPE, value: dt },
+        { name: "Tidx", type: b.binding.TF_ATTR_TYPE, value: b.binding.TF_INT32 },
+      ];
+      const ids = [...b.getInputTensorIds([x]), int32Handle(b, axes)];
+      return b.createOutputTensor(b.binding.executeOp(name, attrs, ids, 1)[0]);
+    });
+  }
+  return replaced;
+}
