@@ -18,7 +18,7 @@ import { readImageNetSplit } from "../trainer/src/data/imagenet.ts";
 import { DataLoader } from "../trainer/src/data/loader.ts";
 import { seededRandom } from "../trainer/src/data/random.ts";
 import { packImageNet, readTarSamples, type ShardReadResult } from "../trainer/src/data/shards.ts";
-import { createS3Client, DEFAULT_RETRY, S3Storage } from "../trainer/src/io/storage.ts";
+import { createS3Client, DEFAULT_RETRY, S3Storage } from "../trainer/src/io/s3.ts";
 
 const QUICK = process.env.BENCH_QUICK === "1";
 const emit = (metric: string, value: number, unit: string, config: string) =>

@@ -14,7 +14,7 @@ import type { ARTraining, SamplingJob, TokenizerTraining } from "../../operator/
 import { readImageNetSplit } from "../../trainer/src/data/imagenet.ts";
 import { packImageNet, readShardIndex } from "../../trainer/src/data/shards.ts";
 import { defaultRandomModelPath } from "../../trainer/src/eval/inception.ts";
-import { createS3Client, createStorage, s3SettingsFromEnv } from "../../trainer/src/io/storage.ts";
+import { createS3Client, createStorage, s3SettingsFromEnv } from "../../trainer/src/io/s3.ts";
 
 export const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 const GROUP = "mergevq.ai";

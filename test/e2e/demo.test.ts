@@ -34,7 +34,7 @@ import {
   publishRandomInception,
   watchRun,
 } from "../../hack/demo/flow.ts";
-import { createStorage } from "../../trainer/src/io/storage.ts";
+import { createStorage } from "../../trainer/src/io/s3.ts";
 import { loadKubeConfig, makeNamespace, type TestNamespace } from "../cluster/testenv.ts";
 import { run } from "../support/kubectl.ts";
 

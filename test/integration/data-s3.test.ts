@@ -28,14 +28,8 @@ import {
   loadLatest,
   saveCheckpoint,
 } from "../../trainer/src/io/checkpointStore.ts";
-import {
-  createS3Client,
-  DEFAULT_RETRY,
-  FileStorage,
-  type S3Settings,
-  S3Storage,
-  storageCounters,
-} from "../../trainer/src/io/storage.ts";
+import { createS3Client, DEFAULT_RETRY, type S3Settings, S3Storage, storageCounters } from "../../trainer/src/io/s3.ts";
+import { FileStorage } from "../../trainer/src/io/storage.ts";
 import type { MinioServer } from "../cluster/minio.ts";
 import { startFaultProxy } from "../support/faultProxy.ts";
 import { type S3Endpoint, testS3 } from "../support/s3.ts";

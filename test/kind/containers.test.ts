@@ -36,7 +36,7 @@ import {
 import type { TokenizerTraining } from "../../operator/src/api/v1alpha1/index.ts";
 import { readImageNetSplit } from "../../trainer/src/data/imagenet.ts";
 import { packShard } from "../../trainer/src/data/shards.ts";
-import { createS3Client, createStorage, s3SettingsFromEnv } from "../../trainer/src/io/storage.ts";
+import { createS3Client, createStorage, s3SettingsFromEnv } from "../../trainer/src/io/s3.ts";
 import { eventually, loadKubeConfig, makeNamespace, type TestNamespace } from "../cluster/testenv.ts";
 import { run } from "../support/kubectl.ts";
 

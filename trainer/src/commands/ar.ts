@@ -28,7 +28,7 @@ import { selectBackend } from "../backend/select.ts";
 import { isShardDataset } from "../data/dataset.ts";
 import { listImageFolder } from "../data/localFolder.ts";
 import { rankFromEnv } from "../data/rank.ts";
-import { toLocalPath, uriScheme } from "../io/files.ts";
+import { toLocalPath, uriScheme } from "../io/uri.ts";
 import {
   ARConfigError,
   type ARTrainConfig,

@@ -9,8 +9,8 @@ import { envInt, envUri } from "../../../common/src/env.ts";
 import type { Logger } from "../../../common/src/logger.ts";
 import type { ProcessGroup } from "../dist/processGroup.ts";
 import { CheckpointError, latestCheckpoint } from "../io/checkpoint.ts";
-import { joinUri, registerS3FromDataPlane, uriScheme } from "../io/files.ts";
 import { nonFiniteReport, writeTermination } from "../io/status.ts";
+import { joinUri, uriScheme } from "../io/uri.ts";
 import { joinProcessGroup, NonFiniteLossError } from "../train/loop.ts";
 import { stopSignal } from "../train/stopSignal.ts";
 
@@ -137,9 +137,9 @@ export function trainingPaths(
   return { data, out, checkpointDir, statusUri };
 }
 
-/** Configure the S3 storage from the data-plane env (AWS_*) when any of `uris` is s3://. */
+/** Serve s3:// (configured from AWS_*) when any of `uris` is s3://; local-only runs never load the AWS SDK. */
 export async function registerS3For(uris: (string | undefined)[]): Promise<void> {
-  if (uris.some((u) => u !== undefined && uriScheme(u) === "s3")) await registerS3FromDataPlane();
+  if (uris.some((u) => u !== undefined && uriScheme(u) === "s3")) (await import("../io/s3.ts")).useS3();
 }
 
 /**

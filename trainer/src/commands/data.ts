@@ -7,7 +7,7 @@ import { parseArgs } from "node:util";
 import { readImageNetSplit } from "../data/imagenet.ts";
 import { packImageNet } from "../data/shards.ts";
 import { listCheckpoints, loadCheckpoint, saveCheckpoint } from "../io/checkpointStore.ts";
-import { createStorage } from "../io/storage.ts";
+import { createStorage } from "../io/s3.ts";
 import { CliError, type CliResult } from "./common.ts";
 
 export const DATA_USAGE = {

@@ -1,6 +1,8 @@
 // Which reader a dataset URI needs: tar shards (s3://, or a folder holding index.json, or DATASET_FORMAT
 // tar-shards) or a class-folder tree; and where a sharded training set's held-out shards live.
-import { joinUri, storageFor, uriScheme } from "../io/files.ts";
+
+import { storageFor } from "../io/storage.ts";
+import { joinUri, uriScheme } from "../io/uri.ts";
 
 /** True when `data` should be read as tar shards. */
 export async function isShardDataset(data: string, format?: string): Promise<boolean> {

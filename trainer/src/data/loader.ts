@@ -8,7 +8,9 @@
 import { readFile } from "node:fs/promises";
 import os from "node:os";
 import { PassThrough, type Readable } from "node:stream";
-import { createStorage, joinUri, type ObjectStorage, storageCounters } from "../io/storage.ts";
+import { createStorage, storageCounters } from "../io/s3.ts";
+import type { Storage } from "../io/storage.ts";
+import { joinUri } from "../io/uri.ts";
 import { CorruptImageError, decodeRgb, makeViews, normaliseInto, type ViewSizes } from "./augment.ts";
 import { readImageNetSplit } from "./imagenet.ts";
 import { type Rand, seededRandom, shuffleInPlace } from "./random.ts";
@@ -44,7 +46,7 @@ export interface LoaderOptions {
   prefetchBatches?: number;
   /** Images decoded/augmented in parallel (default: available cores). */
   decodeConcurrency?: number;
-  storage?: ObjectStorage;
+  storage?: Storage;
 }
 
 export interface Batch {
@@ -192,7 +194,7 @@ export class DataLoader implements AsyncIterable<Batch> {
     firstBatchMs: 0,
     starvedCalls: 0,
   };
-  private readonly storage: ObjectStorage;
+  private readonly storage: Storage;
   private items?: Item[];
   private index?: ShardIndex;
   private queue?: BoundedQueue<Batch>;

@@ -3,7 +3,7 @@ import { mkdtemp, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { after, before, test } from "node:test";
-import { createStorage } from "../io/storage.ts";
+import { createStorage } from "../io/s3.ts";
 import { isShardDataset, valShardsFor } from "./dataset.ts";
 import { readImageNetSplit } from "./imagenet.ts";
 import { LoaderSource } from "./loaderSource.ts";

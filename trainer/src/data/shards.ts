@@ -7,7 +7,8 @@ import { readFileSync } from "node:fs";
 import type { Readable } from "node:stream";
 import tar from "tar-stream";
 import { z } from "zod";
-import { HashingTransform, joinUri, type ObjectStorage } from "../io/storage.ts";
+import { HashingTransform, type Storage } from "../io/storage.ts";
+import { joinUri } from "../io/uri.ts";
 import type { ImageNetSplit } from "./imagenet.ts";
 import { seededRandom, shuffleInPlace } from "./random.ts";
 
@@ -85,7 +86,7 @@ export interface PackOptions {
 export async function packImageNet(
   split: ImageNetSplit,
   destUri: string,
-  storage: ObjectStorage,
+  storage: Storage,
   opts: PackOptions,
 ): Promise<ShardIndex> {
   if (!Number.isInteger(opts.samplesPerShard) || opts.samplesPerShard < 1)
@@ -129,7 +130,7 @@ export async function packImageNet(
   return index;
 }
 
-export async function readShardIndex(uri: string, storage: ObjectStorage): Promise<ShardIndex> {
+export async function readShardIndex(uri: string, storage: Storage): Promise<ShardIndex> {
   const target = uri.endsWith(".json") ? uri : joinUri(uri, INDEX_FILE);
   return ShardIndex.parse(JSON.parse((await storage.get(target)).toString("utf8")));
 }

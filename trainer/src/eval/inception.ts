@@ -22,7 +22,7 @@ import path from "node:path";
 import { pipeline } from "node:stream/promises";
 import * as ort from "onnxruntime-node";
 import type { Logger } from "../../../common/src/logger.ts";
-import { createStorage } from "../io/storage.ts";
+import { createStorage } from "../io/s3.ts";
 
 export const INCEPTION_SIZE = 299;
 export const POOL_DIM = 2048;

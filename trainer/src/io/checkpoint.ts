@@ -10,7 +10,8 @@
 // step counts, the full model + training config). Tensor names are namespaced by the trainer
 // ("model/…", "ema/…", "disc/…", "optG/m/…", …). Save → load is exact (raw float32 bytes).
 import { createHash } from "node:crypto";
-import { joinUri, type Storage, storageFor } from "./files.ts";
+import { type Storage, storageFor } from "./storage.ts";
+import { joinUri } from "./uri.ts";
 
 export const CHECKPOINT_MAGIC = "MVQCKPT1";
 export const CHECKPOINT_FORMAT_VERSION = 1;
@@ -110,9 +111,9 @@ export function decodeCheckpoint(bytes: Uint8Array, source = "<buffer>"): Checkp
   const payloadStart = 12 + hlen;
   const tensors = new Map<string, TensorEntry>();
   for (const e of header.tensors) {
-    // Copy into an aligned buffer (payload offsets are 4-aligned relative to an 8-aligned start, but the
-    // Uint8Array we were handed may itself start anywhere).
-    const raw = bytes.slice(payloadStart + e.offset, payloadStart + e.offset + e.byteLength);
+    // Copy into an aligned buffer of its own (payload offsets are 4-aligned relative to an 8-aligned start, but
+    // the bytes we were handed may start anywhere; a Buffer's slice() is a view, so copy explicitly).
+    const raw = new Uint8Array(bytes.subarray(payloadStart + e.offset, payloadStart + e.offset + e.byteLength));
     const data = e.dtype === "int32" ? new Int32Array(raw.buffer) : new Float32Array(raw.buffer);
     tensors.set(e.name, { shape: e.shape, dtype: e.dtype, data });
   }
@@ -124,6 +125,8 @@ export function checkpointName(step: number): string {
   return `step-${String(step).padStart(9, "0")}.ckpt`;
 }
 export const LATEST_POINTER = "latest.json";
+/** A checkpoint object directly under its directory. */
+const CKPT_NAME = /\/step-\d{9}\.ckpt$/;
 
 /**
  * Write a checkpoint under `dir`, then the `latest.json` pointer (so a reader never sees a pointer to a
@@ -141,10 +144,11 @@ export async function saveCheckpoint(
   await storage.put(joinUri(dir, LATEST_POINTER), enc.encode(JSON.stringify({ uri, step })));
   const keep = opts.keepLast ?? 0;
   if (keep > 0) {
-    const all = (await storage.list(dir)).filter((u) => /step-\d{9}\.ckpt$/.test(u));
-    for (const old of all.slice(0, Math.max(0, all.length - keep))) {
-      if (old !== uri) await storage.delete(old);
-    }
+    // Listed URIs may be spelled differently from `dir` (file:// vs a path): compare checkpoint names.
+    const all = (await storage.list(joinUri(dir, "step-"))).map((o) => o.uri).filter((u) => CKPT_NAME.test(u));
+    const current = checkpointName(step);
+    const doomed = all.slice(0, Math.max(0, all.length - keep)).filter((u) => !u.endsWith(`/${current}`));
+    if (doomed.length) await storage.delete(doomed);
   }
   return uri;
 }

@@ -11,7 +11,9 @@
 import { createHash } from "node:crypto";
 import type { Readable } from "node:stream";
 import { z } from "zod";
-import { createStorage, joinUri, type ObjectStorage } from "./storage.ts";
+import { createStorage } from "./s3.ts";
+import type { Storage } from "./storage.ts";
+import { joinUri } from "./uri.ts";
 
 export const CHECKPOINT_FILE = "checkpoint.bin";
 export const MANIFEST_FILE = "manifest.json";
@@ -67,7 +69,7 @@ export interface LoadedCheckpoint {
 }
 
 export interface StoreOptions {
-  storage?: ObjectStorage;
+  storage?: Storage;
   /** Called for every refused checkpoint (the trainer logs it and counts it). */
   onReject?: (uri: string, err: Error) => void;
 }
@@ -75,7 +77,7 @@ export interface StoreOptions {
 const stepName = (step: number) => `step-${String(step).padStart(9, "0")}`;
 const STEP_RE = /\/step-(\d{9,})\/([^/]+)$/;
 
-function storageFor(dirUri: string, opts: StoreOptions): ObjectStorage {
+function storageFor(dirUri: string, opts: StoreOptions): Storage {
   return opts.storage ?? createStorage(dirUri);
 }
 
@@ -172,12 +174,12 @@ export async function applyRetention(
   return doomed.map((r) => r.uri);
 }
 
-async function readJson<T>(storage: ObjectStorage, uri: string, schema: z.ZodType<T>): Promise<T> {
+async function readJson<T>(storage: Storage, uri: string, schema: z.ZodType<T>): Promise<T> {
   return schema.parse(JSON.parse((await storage.get(uri)).toString("utf8")));
 }
 
 async function loadVerified(
-  storage: ObjectStorage,
+  storage: Storage,
   stepUri: string,
 ): Promise<{ bytes: Buffer; manifest: CheckpointManifest }> {
   const manifest = await readJson(storage, joinUri(stepUri, MANIFEST_FILE), CheckpointManifest);
@@ -212,7 +214,7 @@ export async function loadLatest(dirUri: string, opts: StoreOptions = {}): Promi
   return loadFirstValid(storage, candidates, opts);
 }
 
-async function loadFirstValid(storage: ObjectStorage, uris: string[], opts: StoreOptions): Promise<LoadedCheckpoint> {
+async function loadFirstValid(storage: Storage, uris: string[], opts: StoreOptions): Promise<LoadedCheckpoint> {
   const rejected: { uri: string; reason: string }[] = [];
   let first: Error | undefined;
   for (const uri of uris) {

@@ -10,7 +10,8 @@ import {
   type Progress,
   terminationMessage,
 } from "../../../common/src/contract.ts";
-import { joinUri, storageFor } from "./files.ts";
+import { storageFor } from "./storage.ts";
+import { joinUri } from "./uri.ts";
 
 /**
  * Write the termination message to TERMINATION_MESSAGE_PATH, or to /dev/termination-log only inside

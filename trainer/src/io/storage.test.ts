@@ -1,7 +1,8 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { rankFromEnv } from "../data/rank.ts";
-import { backoffDelay, JitterRetryStrategy, joinUri, parseUri, s3SettingsFromEnv } from "./storage.ts";
+import { backoffDelay, JitterRetryStrategy, s3SettingsFromEnv } from "./s3.ts";
+import { joinUri, parseUri } from "./uri.ts";
 
 test("parseUri / joinUri", () => {
   assert.deepEqual(parseUri("s3://my-bucket/a/b.tar"), { scheme: "s3", bucket: "my-bucket", key: "a/b.tar" });

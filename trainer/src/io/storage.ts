@@ -1,195 +1,17 @@
-// Object storage for the data plane: one interface over `s3://bucket/key` and `file:///path` (or a plain
-// absolute path). S3 goes through @aws-sdk/client-s3 with our own retry strategy (exponential backoff with
-// full jitter, no retry quota, on 5xx / throttling / connection errors), streaming multipart uploads through
-// @aws-sdk/lib-storage, and streaming reads that survive a connection reset mid-body by resuming with a
-// `Range` request pinned to the object's ETag.
+// Object storage: one interface (Storage) over `file:///path` (or a plain path) and `s3://bucket/key`, used for
+// everything the trainer reads and writes — checkpoints, progress/metrics documents, tar shards, generated
+// models, sample shards. Local writes go to a temp file renamed into place, so readers never see partial files.
+// S3 (io/s3.ts: AWS SDK with retries, multipart uploads, resumable reads) is loaded only when a run uses it:
+// `storageFor` serves s3:// once `useS3()` (io/s3.ts) has registered it, which the commands do at start-up
+// when any of their URIs is s3://.
 import { createHash } from "node:crypto";
 import { createReadStream, createWriteStream, existsSync } from "node:fs";
 import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
-import type { Agent } from "node:http";
 import path from "node:path";
 import { Readable, Transform } from "node:stream";
 import { pipeline } from "node:stream/promises";
-import { fileURLToPath, pathToFileURL } from "node:url";
-import {
-  DeleteObjectsCommand,
-  GetObjectCommand,
-  HeadObjectCommand,
-  ListObjectsV2Command,
-  PutObjectCommand,
-  S3Client,
-  type S3ClientConfig,
-} from "@aws-sdk/client-s3";
-import { Upload } from "@aws-sdk/lib-storage";
-import type { RetryErrorInfo, RetryStrategyV2, RetryToken } from "@smithy/types";
-
-// ---------------------------------------------------------------------------------------------------------
-// URIs
-
-export type ParsedUri = { scheme: "s3"; bucket: string; key: string } | { scheme: "file"; path: string };
-
-/** Parse `s3://bucket/key`, `file:///abs/path` or `/abs/path`. */
-export function parseUri(uri: string): ParsedUri {
-  if (uri.startsWith("s3://")) {
-    const rest = uri.slice(5);
-    const slash = rest.indexOf("/");
-    const bucket = slash < 0 ? rest : rest.slice(0, slash);
-    if (!/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/.test(bucket)) throw new Error(`invalid S3 bucket in URI "${uri}"`);
-    return { scheme: "s3", bucket, key: slash < 0 ? "" : rest.slice(slash + 1) };
-  }
-  if (uri.startsWith("file://")) return { scheme: "file", path: fileURLToPath(uri) };
-  if (uri.startsWith("/")) return { scheme: "file", path: uri };
-  throw new Error(`unsupported URI "${uri}" (expected s3://bucket/key, file:///path or an absolute path)`);
-}
-
-/** Join a prefix URI and a relative key with exactly one slash. */
-export function joinUri(base: string, ...parts: string[]): string {
-  let out = base.replace(/\/+$/, "");
-  for (const p of parts) out += `/${p.replace(/^\/+/, "")}`;
-  return out;
-}
-
-// ---------------------------------------------------------------------------------------------------------
-// Counters shared by everything that talks to storage (exported to progress/metrics).
-
-export interface StorageCounters {
-  /** SDK-level retries (5xx, throttling, connection errors) of any request. */
-  requestRetries: number;
-  /** Mid-body resumes of streaming reads (Range requests). */
-  streamResumes: number;
-}
-
-export const storageCounters: StorageCounters = { requestRetries: 0, streamResumes: 0 };
-
-// ---------------------------------------------------------------------------------------------------------
-// Retry strategy
-
-export interface RetryOptions {
-  /** Total attempts per request, first included. */
-  maxAttempts: number;
-  /** Base delay (ms) of the exponential backoff. */
-  baseDelayMs: number;
-  /** Cap (ms) of one backoff delay. */
-  maxDelayMs: number;
-}
-
-export const DEFAULT_RETRY: RetryOptions = { maxAttempts: 10, baseDelayMs: 50, maxDelayMs: 5000 };
-
-/** Full-jitter exponential backoff: uniform in [0, min(cap, base·2^attempt)]. */
-export function backoffDelay(
-  attempt: number,
-  o: Pick<RetryOptions, "baseDelayMs" | "maxDelayMs">,
-  rnd = Math.random,
-): number {
-  return Math.floor(rnd() * Math.min(o.maxDelayMs, o.baseDelayMs * 2 ** attempt));
-}
-
-class Token implements RetryToken {
-  constructor(
-    private readonly count: number,
-    private readonly delay: number,
-  ) {}
-  getRetryCount(): number {
-    return this.count;
-  }
-  getRetryDelay(): number {
-    return this.delay;
-  }
-}
-
-/**
- * SDK retry strategy: retries TRANSIENT (connection reset/timeout), THROTTLING and SERVER_ERROR up to
- * `maxAttempts` with full-jitter backoff. Unlike the SDK's standard mode it has no shared retry quota, so a
- * burst of injected faults cannot switch retries off for the rest of a long training run.
- */
-export class JitterRetryStrategy implements RetryStrategyV2 {
-  readonly mode = "standard";
-  constructor(private readonly opts: RetryOptions = DEFAULT_RETRY) {}
-  async acquireInitialRetryToken(_scope: string): Promise<RetryToken> {
-    return new Token(0, 0);
-  }
-  async refreshRetryTokenForRetry(token: RetryToken, info: RetryErrorInfo): Promise<RetryToken> {
-    const n = token.getRetryCount() + 1;
-    if (info.errorType === "CLIENT_ERROR" || n >= this.opts.maxAttempts) throw new Error("retries exhausted");
-    storageCounters.requestRetries++;
-    let delay = backoffDelay(n, this.opts);
-    if (info.retryAfterHint)
-      delay = Math.max(delay, Math.min(this.opts.maxDelayMs, info.retryAfterHint.getTime() - Date.now()));
-    return new Token(n, delay);
-  }
-  recordSuccess(_token: RetryToken): void {}
-}
-
-// ---------------------------------------------------------------------------------------------------------
-// S3 client factory
-
-export interface S3Settings {
-  endpoint?: string;
-  region: string;
-  accessKeyId?: string;
-  secretAccessKey?: string;
-  sessionToken?: string;
-  forcePathStyle: boolean;
-  retry: RetryOptions;
-  /** Socket idle timeout (ms): a stalled connection fails and is retried instead of hanging. */
-  requestTimeoutMs: number;
-}
-
-/**
- * Settings from the environment: AWS_ENDPOINT_URL (falls back to MERGEVQ_S3_ENDPOINT, the test harness
- * variable), AWS_REGION (default us-east-1), AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN
- * (else the SDK's default provider chain), AWS_S3_FORCE_PATH_STYLE (default true when an endpoint is set:
- * MinIO), AWS_MAX_ATTEMPTS (default 10).
- */
-export function s3SettingsFromEnv(env: NodeJS.ProcessEnv = process.env): S3Settings {
-  const endpoint = env.AWS_ENDPOINT_URL || env.MERGEVQ_S3_ENDPOINT || undefined;
-  if (endpoint && !/^https?:\/\/[^/]+/.test(endpoint)) {
-    throw new Error(`AWS_ENDPOINT_URL: must be an http(s) URL, got "${endpoint}"`);
-  }
-  const maxAttempts = env.AWS_MAX_ATTEMPTS ? Number(env.AWS_MAX_ATTEMPTS) : DEFAULT_RETRY.maxAttempts;
-  if (!Number.isInteger(maxAttempts) || maxAttempts < 1)
-    throw new Error(`AWS_MAX_ATTEMPTS: must be a positive integer`);
-  const ps = env.AWS_S3_FORCE_PATH_STYLE;
-  return {
-    endpoint,
-    region: env.AWS_REGION || env.AWS_DEFAULT_REGION || "us-east-1",
-    accessKeyId: env.AWS_ACCESS_KEY_ID || undefined,
-    secretAccessKey: env.AWS_SECRET_ACCESS_KEY || undefined,
-    sessionToken: env.AWS_SESSION_TOKEN || undefined,
-    forcePathStyle: ps === undefined || ps === "" ? Boolean(endpoint) : ps === "true" || ps === "1",
-    retry: { ...DEFAULT_RETRY, maxAttempts },
-    requestTimeoutMs: 30_000,
-  };
-}
-
-export function createS3Client(
-  settings: S3Settings = s3SettingsFromEnv(),
-  extra: { httpAgent?: Agent } = {},
-): S3Client {
-  const cfg: S3ClientConfig = {
-    region: settings.region,
-    forcePathStyle: settings.forcePathStyle,
-    retryStrategy: new JitterRetryStrategy(settings.retry),
-    requestHandler: {
-      connectionTimeout: 10_000,
-      requestTimeout: settings.requestTimeoutMs,
-      httpAgent: extra.httpAgent,
-    },
-    // Checksums on every PUT/GET are the SDK default since 3.729; MinIO supports them, keep them.
-  };
-  if (settings.endpoint) cfg.endpoint = settings.endpoint;
-  if (settings.accessKeyId && settings.secretAccessKey) {
-    cfg.credentials = {
-      accessKeyId: settings.accessKeyId,
-      secretAccessKey: settings.secretAccessKey,
-      sessionToken: settings.sessionToken,
-    };
-  }
-  return new S3Client(cfg);
-}
-
-// ---------------------------------------------------------------------------------------------------------
-// Storage interface
+import { pathToFileURL } from "node:url";
+import { toLocalPath, uriScheme } from "./uri.ts";
 
 export interface ObjectInfo {
   uri: string;
@@ -201,11 +23,8 @@ export interface PutResult {
   sha256: string;
 }
 
-/**
- * What the trainer needs from storage. `put`/`get` have the same shape as the training engineer's
- * file:// storage (`trainer/src/train/storage.ts`); the rest is for shards and checkpoints.
- */
-export interface ObjectStorage {
+/** The one storage interface of the trainer: checkpoints, status documents, shards, models, samples. */
+export interface Storage {
   put(uri: string, bytes: Uint8Array | string): Promise<void>;
   get(uri: string): Promise<Buffer>;
   /** Streaming upload (S3: multipart for large bodies); returns size and SHA-256 of what was sent. */
@@ -214,6 +33,8 @@ export interface ObjectStorage {
   getStream(uri: string): Readable;
   /** Size, or undefined when the object does not exist. */
   head(uri: string): Promise<ObjectInfo | undefined>;
+  /** True when the object exists. */
+  exists(uri: string): Promise<boolean>;
   /** Every object under a prefix (recursive), sorted by URI. */
   list(prefixUri: string): Promise<ObjectInfo[]>;
   delete(uris: string[]): Promise<void>;
@@ -230,7 +51,7 @@ export class HashingTransform extends Transform {
   }
 }
 
-const toReadable = (body: Readable | AsyncIterable<Uint8Array>) =>
+export const toReadable = (body: Readable | AsyncIterable<Uint8Array>) =>
   body instanceof Readable ? body : Readable.from(body);
 
 // --- file:// -----------------------------------------------------------------------------------------------
@@ -253,11 +74,11 @@ async function walk(dir: string): Promise<string[]> {
 }
 
 /** Local filesystem; every write goes to a temp file renamed into place, so readers never see partial files. */
-export class FileStorage implements ObjectStorage {
+export class FileStorage implements Storage {
   private p(uri: string): string {
-    const u = parseUri(uri);
-    if (u.scheme !== "file") throw new Error(`FileStorage cannot handle ${uri}`);
-    return u.path;
+    if (uriScheme(uri) !== "file") throw new Error(`FileStorage cannot handle ${uri}`);
+    // Keep a trailing slash: list() treats "dir/" as a directory and "dir/step-" as a name prefix.
+    return toLocalPath(uri) + (uri.endsWith("/") ? "/" : "");
   }
   async put(uri: string, bytes: Uint8Array | string): Promise<void> {
     const p = this.p(uri);
@@ -292,6 +113,9 @@ export class FileStorage implements ObjectStorage {
     const s = await stat(p);
     return s.isFile() ? { uri, size: s.size } : undefined;
   }
+  async exists(uri: string): Promise<boolean> {
+    return (await this.head(uri)) !== undefined;
+  }
   async list(prefixUri: string): Promise<ObjectInfo[]> {
     // S3 semantics: a key prefix, not necessarily a directory ("…/step-" lists "…/step-000000001/…").
     const base = this.p(prefixUri);
@@ -306,151 +130,16 @@ export class FileStorage implements ObjectStorage {
   }
 }
 
-// --- s3:// -------------------------------------------------------------------------------------------------
-
-export interface ResumeOptions {
-  /** Resumes allowed per object after mid-body failures (the GET itself is retried by the SDK). */
-  maxResumes: number;
-  baseDelayMs: number;
-  maxDelayMs: number;
-}
-
-function isNotFound(e: unknown): boolean {
-  const err = e as { name?: string; $metadata?: { httpStatusCode?: number } };
-  return err?.name === "NotFound" || err?.name === "NoSuchKey" || err?.$metadata?.httpStatusCode === 404;
-}
-
 /**
- * Stream an S3 object; when the body fails mid-way (reset, truncated response) continue from the last byte
- * received with `Range: bytes=<offset>-` and `If-Match: <etag>` so the bytes stay those of one version.
+ * Dispatches each call on the URI's scheme. The S3 side is created on first use by `s3Factory` (io/s3.ts), so
+ * code that only touches local files never loads the AWS SDK.
  */
-export async function* resumableObjectBody(
-  client: S3Client,
-  Bucket: string,
-  Key: string,
-  opts: ResumeOptions = { maxResumes: 20, baseDelayMs: 50, maxDelayMs: 2000 },
-): AsyncGenerator<Buffer> {
-  let offset = 0;
-  let etag: string | undefined;
-  let total: number | undefined;
-  let failures = 0;
-  for (;;) {
-    const res = await client.send(
-      new GetObjectCommand({ Bucket, Key, Range: offset > 0 ? `bytes=${offset}-` : undefined, IfMatch: etag }),
-    );
-    etag ??= res.ETag;
-    if (total === undefined) total = res.ContentLength ?? 0;
-    const body = res.Body as Readable | undefined;
-    if (!body) throw new Error(`s3://${Bucket}/${Key}: GetObject returned no body`);
-    try {
-      for await (const chunk of body) {
-        const b = chunk as Buffer;
-        offset += b.length;
-        failures = 0;
-        yield b;
-      }
-      if (offset < total) throw new Error(`body ended at byte ${offset} of ${total}`);
-      return;
-    } catch (e) {
-      body.destroy();
-      if (++failures > opts.maxResumes) {
-        throw new Error(
-          `s3://${Bucket}/${Key}: read failed at byte ${offset} after ${opts.maxResumes} resumes: ${(e as Error).message}`,
-        );
-      }
-      storageCounters.streamResumes++;
-      await new Promise((r) => setTimeout(r, backoffDelay(failures, opts)));
-    }
-  }
-}
-
-export class S3Storage implements ObjectStorage {
-  constructor(
-    readonly client: S3Client = createS3Client(),
-    /** Multipart part size for `putStream` (S3 minimum 5 MiB). */
-    readonly partSize = 8 * 1024 * 1024,
-  ) {}
-  private loc(uri: string): { Bucket: string; Key: string } {
-    const u = parseUri(uri);
-    if (u.scheme !== "s3") throw new Error(`S3Storage cannot handle ${uri}`);
-    return { Bucket: u.bucket, Key: u.key };
-  }
-  async put(uri: string, bytes: Uint8Array | string): Promise<void> {
-    await this.client.send(
-      new PutObjectCommand({ ...this.loc(uri), Body: typeof bytes === "string" ? Buffer.from(bytes) : bytes }),
-    );
-  }
-  async get(uri: string): Promise<Buffer> {
-    const parts: Buffer[] = [];
-    for await (const c of this.getStream(uri)) parts.push(c as Buffer);
-    return Buffer.concat(parts);
-  }
-  async putStream(uri: string, body: Readable | AsyncIterable<Uint8Array>): Promise<PutResult> {
-    const h = new HashingTransform();
-    const src = toReadable(body);
-    src.on("error", (e) => h.destroy(e));
-    const upload = new Upload({
-      client: this.client,
-      params: { ...this.loc(uri), Body: src.pipe(h) },
-      partSize: this.partSize,
-      queueSize: 2,
-      leavePartsOnError: false,
-    });
-    await upload.done();
-    return { size: h.bytes, sha256: h.hash.digest("hex") };
-  }
-  getStream(uri: string): Readable {
-    const { Bucket, Key } = this.loc(uri);
-    return Readable.from(resumableObjectBody(this.client, Bucket, Key), { objectMode: false });
-  }
-  async head(uri: string): Promise<ObjectInfo | undefined> {
-    try {
-      const r = await this.client.send(new HeadObjectCommand(this.loc(uri)));
-      return { uri, size: r.ContentLength ?? 0 };
-    } catch (e) {
-      if (isNotFound(e)) return undefined;
-      throw e;
-    }
-  }
-  async list(prefixUri: string): Promise<ObjectInfo[]> {
-    const { Bucket, Key } = this.loc(prefixUri);
-    const out: ObjectInfo[] = [];
-    let token: string | undefined;
-    do {
-      const r = await this.client.send(new ListObjectsV2Command({ Bucket, Prefix: Key, ContinuationToken: token }));
-      for (const o of r.Contents ?? []) if (o.Key) out.push({ uri: `s3://${Bucket}/${o.Key}`, size: o.Size ?? 0 });
-      token = r.IsTruncated ? r.NextContinuationToken : undefined;
-    } while (token);
-    return out.sort((a, b) => (a.uri < b.uri ? -1 : a.uri > b.uri ? 1 : 0));
-  }
-  async delete(uris: string[]): Promise<void> {
-    const byBucket = new Map<string, string[]>();
-    for (const u of uris) {
-      const { Bucket, Key } = this.loc(u);
-      byBucket.set(Bucket, [...(byBucket.get(Bucket) ?? []), Key]);
-    }
-    for (const [Bucket, keys] of byBucket) {
-      for (let i = 0; i < keys.length; i += 1000) {
-        const r = await this.client.send(
-          new DeleteObjectsCommand({
-            Bucket,
-            Delete: { Objects: keys.slice(i, i + 1000).map((Key) => ({ Key })), Quiet: true },
-          }),
-        );
-        if (r.Errors?.length)
-          throw new Error(`delete failed for ${r.Errors.map((e) => `s3://${Bucket}/${e.Key}: ${e.Code}`).join(", ")}`);
-      }
-    }
-  }
-}
-
-/** Dispatches each call on the URI's scheme; the S3 client is created on first use. */
-export class AnyStorage implements ObjectStorage {
-  private s3?: S3Storage;
+export class AnyStorage implements Storage {
+  private s3?: Storage;
   private readonly file = new FileStorage();
-  constructor(private readonly s3Factory: () => S3Storage = () => new S3Storage()) {}
-  private pick(uri: string): ObjectStorage {
-    if (parseUri(uri).scheme === "file") return this.file;
+  constructor(private readonly s3Factory: () => Storage = noS3) {}
+  private pick(uri: string): Storage {
+    if (uriScheme(uri) === "file") return this.file;
     this.s3 ??= this.s3Factory();
     return this.s3;
   }
@@ -469,12 +158,15 @@ export class AnyStorage implements ObjectStorage {
   head(uri: string) {
     return this.pick(uri).head(uri);
   }
+  exists(uri: string) {
+    return this.pick(uri).exists(uri);
+  }
   list(prefixUri: string) {
     return this.pick(prefixUri).list(prefixUri);
   }
   delete(uris: string[]) {
-    const file = uris.filter((u) => parseUri(u).scheme === "file");
-    const s3 = uris.filter((u) => parseUri(u).scheme === "s3");
+    const file = uris.filter((u) => uriScheme(u) === "file");
+    const s3 = uris.filter((u) => uriScheme(u) === "s3");
     return Promise.all([
       file.length ? this.file.delete(file) : undefined,
       s3.length ? this.pick(s3[0]).delete(s3) : undefined,
@@ -482,11 +174,24 @@ export class AnyStorage implements ObjectStorage {
   }
 }
 
-/**
- * Storage for `uri`'s scheme (s3:// → S3 configured from the environment, file:// or /path → local). The
- * returned object accepts URIs of either scheme, so one instance serves a whole run.
- */
-export function createStorage(uri: string, opts: { s3?: S3Settings; client?: S3Client } = {}): ObjectStorage {
-  parseUri(uri); // validate
-  return new AnyStorage(() => new S3Storage(opts.client ?? createS3Client(opts.s3 ?? s3SettingsFromEnv())));
+const noS3 = (): Storage => {
+  throw new Error("s3:// storage is not loaded in this process (io/s3.ts useS3() registers it)");
+};
+
+let defaultS3: () => Storage = noS3;
+let shared: AnyStorage | undefined;
+
+/** Make `storageFor` serve s3:// through `factory` (called by io/s3.ts useS3). */
+export function setDefaultS3(factory: () => Storage): void {
+  defaultS3 = factory;
+  shared = undefined;
+}
+
+/** The process-wide storage; it accepts URIs of either scheme, so one instance serves a whole run. */
+export function storageFor(uri: string): Storage {
+  const scheme = uriScheme(uri);
+  if (scheme !== "file" && scheme !== "s3")
+    throw new Error(`unsupported URI "${uri}" (expected s3://, file:// or a path)`);
+  shared ??= new AnyStorage(() => defaultS3());
+  return shared;
 }

@@ -9,7 +9,7 @@
 import * as tf from "@tensorflow/tfjs";
 import * as ort from "onnxruntime-node";
 import type { Logger } from "../../../common/src/logger.ts";
-import { storageFor } from "../io/files.ts";
+import { storageFor } from "../io/storage.ts";
 import { encodeOnnxModel, ONNX_FLOAT, ONNX_INT64, type OnnxNode, type OnnxTensor } from "../util/onnx.ts";
 import type { Rng } from "../util/rng.ts";
 

@@ -7,7 +7,7 @@ import { pathToFileURL } from "node:url";
 import * as tf from "@tensorflow/tfjs";
 import "@tensorflow/tfjs-backend-cpu";
 import { encodeCheckpoint, type TensorEntry } from "../io/checkpoint.ts";
-import { FileStorage } from "../io/files.ts";
+import { FileStorage } from "../io/storage.ts";
 import { Rng } from "../util/rng.ts";
 import { PerceptualLoss, writeGeneratedPerceptualNet } from "./perceptual.ts";
 import { l1Loss } from "./reconstruction.ts";

@@ -9,7 +9,7 @@
 import * as tf from "@tensorflow/tfjs";
 import type { Logger } from "../../../common/src/logger.ts";
 import { type Checkpoint, decodeCheckpoint, encodeCheckpoint, type TensorEntry } from "../io/checkpoint.ts";
-import { storageFor } from "../io/files.ts";
+import { storageFor } from "../io/storage.ts";
 import type { Rng } from "../util/rng.ts";
 
 /** Conv widths in order ("M" = 2×2 max-pool), and which conv layers (0-based, counting convs) are tapped. */

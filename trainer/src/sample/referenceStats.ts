@@ -18,7 +18,8 @@ import { LocalFolderSource } from "../data/localFolder.ts";
 import type { ImageBatch, InceptionExtractor } from "../eval/inception.ts";
 import { POOL_DIM } from "../eval/inception.ts";
 import { FeatureStats, type GaussianStats, saveStats } from "../eval/stats.ts";
-import { storageFor, toLocalPath, uriScheme } from "../io/files.ts";
+import { storageFor } from "../io/storage.ts";
+import { toLocalPath, uriScheme } from "../io/uri.ts";
 
 /** [-1,1] floats from a uint8-derived reader → uint8 (round((x+1)·127.5), clamped). */
 export function symmetricToUint8(x: Float32Array): Uint8Array {

@@ -19,8 +19,9 @@ import os from "node:os";
 import path from "node:path";
 import type { Logger } from "../../../common/src/logger.ts";
 import { listNpz, npzArrayHeader, readNpz, verifyNpz, writeNpz } from "../eval/npz.ts";
-import { joinUri, storageFor, toLocalPath, uriScheme } from "../io/files.ts";
 import { writeProgressJson } from "../io/status.ts";
+import { storageFor } from "../io/storage.ts";
+import { joinUri, toLocalPath, uriScheme } from "../io/uri.ts";
 import type { SamplingConfig } from "./config.ts";
 
 export const SHARD_FORMAT = "mergevq-samples-v1";

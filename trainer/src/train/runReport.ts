@@ -12,8 +12,9 @@ import type { Logger } from "../../../common/src/logger.ts";
 import type { DataSourceState } from "../data/localFolder.ts";
 import type { ProcessGroup } from "../dist/processGroup.ts";
 import { type Checkpoint, CheckpointError, saveCheckpoint, type TensorEntry } from "../io/checkpoint.ts";
-import { joinUri, storageFor } from "../io/files.ts";
 import { writeProgressJson } from "../io/status.ts";
+import { storageFor } from "../io/storage.ts";
+import { joinUri } from "../io/uri.ts";
 import { stopSignal, TerminatedBySignal } from "./stopSignal.ts";
 
 export type Losses = Record<string, number>;

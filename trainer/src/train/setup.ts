@@ -11,7 +11,7 @@ import path from "node:path";
 import { isShardDataset, valShardsFor } from "../data/dataset.ts";
 import { LoaderSource } from "../data/loaderSource.ts";
 import { type BatchSource, LocalFolderSource } from "../data/localFolder.ts";
-import { joinUri, uriScheme } from "../io/files.ts";
+import { joinUri, uriScheme } from "../io/uri.ts";
 import { OnnxTeacher, writeGeneratedTeacher } from "../losses/alignment.ts";
 import { PatchGanDiscriminator } from "../losses/gan.ts";
 import { PerceptualLoss, writeGeneratedPerceptualNet } from "../losses/perceptual.ts";
