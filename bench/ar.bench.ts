@@ -1,4 +1,4 @@
-// Stage II AR generator micro-benchmark on the running backend (spec §10 "Stage-II tiny" / "MergeAR tiny",
+// Stage II AR generator micro-benchmark on the running backend (docs/model.md §10 "Stage-II tiny" / "MergeAR tiny",
 // random weights — throughput only, no quality):
 //   train_step_sequences_per_second   forward + backward + SGD update of the tiny model, B sequences of L = 64
 //   generate_tokens_per_second        CFG sampling (batch doubled), tokens of the B samples per second, with and

@@ -1,4 +1,4 @@
-// Builds "debphotos10": a small REAL-photo dataset in the ImageNet folder layout (spec §7) from ten
+// Builds "debphotos10": a small REAL-photo dataset in the ImageNet folder layout (docs/model.md §7) from ten
 // photographs shipped in Debian packages (palapeli-data, lomiri-wallpapers-16.04). One class = one source
 // photograph; every sample is a square crop of it, resized with sharp and JPEG-encoded with fixed settings.
 // Crop boxes come from a seeded PRNG, so every build writes the same bytes (same sharp/libvips version).
@@ -334,7 +334,7 @@ export async function buildDataset(opts: BuildOptions): Promise<BuildResult> {
     }
     log(`class ${s.wnid} (${s.name}): ${opts.trainPerClass} train + ${opts.valPerClass} val crops at ${opts.size}²`);
   }
-  // Spec §7 meta files, per split folder.
+  // docs/model.md §7 meta files, per split folder.
   const synsetHuman = `${used.map((s) => `${s.wnid} ${s.name}`).join("\n")}\n`;
   const idxYaml = `${used.map((s, i) => `${i}: ${s.wnid}`).join("\n")}\n`;
   for (const split of ["train", "val"] as const) {

@@ -1,5 +1,5 @@
 // The real-photo dataset builder (hack/dataset): byte-identical across builds, counts and class balance as
-// documented in hack/dataset/README.md, spec §7 meta files. Needs the pinned Debian packages
+// documented in hack/dataset/README.md, docs/model.md §7 meta files. Needs the pinned Debian packages
 // (hack/dataset/build.sh installs or unpacks them); the builder fails loudly when they are missing.
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
@@ -71,7 +71,7 @@ test("the full 64² dataset is byte-identical across two builds, with the docume
       JSON.stringify([...per]),
     );
   }
-  // Spec §7 meta files.
+  // docs/model.md §7 meta files.
   const filelist = readFileSync(path.join(a.dir, "train/filelist.txt"), "utf8").trim().split("\n");
   assert.equal(filelist.length, 3000);
   assert.deepEqual(filelist, [...filelist].sort());

@@ -129,7 +129,7 @@ test("ARTraining on a real tokenizer: trainer killed after a checkpoint → atte
       dataset: { uri: photos, format: "folder" },
       training: { steps: AR_STEPS, batchSize: 8, logEverySteps: 5 },
       // saveOnSigterm off: the SIGTERM below stands in for a crash (see the header), which must resume from the last
-      // periodic checkpoint. The SIGTERM checkpoint itself is tested in trainer/src/ar/cli.test.ts and test/kind/.
+      // periodic checkpoint. The SIGTERM checkpoint itself is tested in trainer/src/commands/ar.test.ts and test/kind/.
       checkpoint: { uri: s3uri("ar"), intervalSteps: AR_INTERVAL, keepLast: 10, saveOnSigterm: false },
       s3: { secretRef: { name: "s3-creds" }, endpoint: h.env.s3.endpoint },
     },

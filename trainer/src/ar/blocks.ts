@@ -1,4 +1,4 @@
-// Llama building blocks of the Stage II generator (spec §5.2; LlamaGen `RMSNorm`, `Attention`,
+// Llama building blocks of the Stage II generator (docs/model.md §5.2; LlamaGen `RMSNorm`, `Attention`,
 // `FeedForward`, `TransformerBlock`): pre-RMSNorm (eps 1e-5) → attention (fused qkv, no biases, 2-D RoPE)
 // → residual dropout → pre-RMSNorm → SwiGLU w2(silu(w1 x) ⊙ w3 x) → dropout. Sequences are [N, T, D].
 // Attention takes an optional past (K/V cache rows, post-RoPE) and an additive bias, so the same code runs
@@ -8,7 +8,7 @@ import { type DropoutCtx, dropout, linear, rmsNorm, rmsNormSpecs, silu } from ".
 import type { ParamSpec, Params } from "../nn/params.ts";
 import { applyRope } from "./rope.ts";
 
-/** N(0, 0.02²) for every Linear / Embedding except the zero-initialised heads (spec §5.2). */
+/** N(0, 0.02²) for every Linear / Embedding except the zero-initialised heads (docs/model.md §5.2). */
 export const AR_INIT = { kind: "normal", std: 0.02 } as const;
 
 /** Masked attention logits: exp(−1e9 − max) is exactly 0 in float32, and a row always sees itself. */

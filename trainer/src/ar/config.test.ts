@@ -1,4 +1,4 @@
-// Stage II config resolution and the analytic parameter count (spec §5.2 table, §10 tiny) checked against
+// Stage II config resolution and the analytic parameter count (docs/model.md §5.2 table, §10 tiny) checked against
 // the spec's published numbers and against the parameters the model actually allocates.
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";

@@ -1,7 +1,7 @@
-// Stage II AR generator configuration (spec §5.2 size table, §10 "Stage-II tiny" / "MergeAR tiny").
+// Stage II AR generator configuration (docs/model.md §5.2 size table, §10 "Stage-II tiny" / "MergeAR tiny").
 // `resolveARConfig` turns the ARTraining CRD's `spec.model` plus the frozen tokenizer's shape into the
 // fully resolved `ARConfig` that the model, the trainer and checkpoints (meta.arConfig) share;
-// `arParamCount` is the analytic parameter count (spec §5.2 "params [derived]", a porting checksum).
+// `arParamCount` is the analytic parameter count (docs/model.md §5.2 "params [derived]", a porting checksum).
 
 export type ARSize = "tiny" | "B" | "L" | "XL";
 
@@ -34,7 +34,7 @@ export interface ARConfig {
   residDropout: number;
   mergeAR: {
     enabled: boolean;
-    /** Recent window w: keys j ≥ i − w are always visible (spec §5.5 item 3). */
+    /** Recent window w: keys j ≥ i − w are always visible (docs/model.md §5.5 item 3). */
     window: number;
     /** Rows of the Merge-Instruction table (= number of tokenizer K candidates; 0 when disabled). */
     numMergeTokens: number;
@@ -51,7 +51,7 @@ interface SizeRow {
   multipleOf: number;
 }
 
-/** spec §5.2 table (B/L/XL: LlamaGen `multiple_of 256`) and §10 Stage-II tiny (`multiple_of 32`). */
+/** docs/model.md §5.2 table (B/L/XL: LlamaGen `multiple_of 256`) and §10 Stage-II tiny (`multiple_of 32`). */
 export const AR_SIZES: Readonly<Record<ARSize, SizeRow>> = {
   tiny: { dim: 64, heads: 4, spatialLayers: 2, factorizedLayers: 1, multipleOf: 32 },
   B: { dim: 1024, heads: 16, spatialLayers: 24, factorizedLayers: 2, multipleOf: 256 },
@@ -65,7 +65,7 @@ export function ffnHiddenDim(dim: number, multipleOf: number): number {
   return Math.ceil(h / multipleOf) * multipleOf;
 }
 
-/** Decision (interface doc): preBits = ⌈z/3⌉ (18 → 6/12 as upstream, 10 → 4/6 as spec §10). */
+/** Decision (interface doc): preBits = ⌈z/3⌉ (18 → 6/12 as upstream, 10 → 4/6 as docs/model.md §10). */
 export function splitBits(zChannels: number): { preBits: number; postBits: number } {
   const preBits = Math.ceil(zChannels / 3);
   return { preBits, postBits: zChannels - preBits };
@@ -145,7 +145,7 @@ export const blockParamCount = (dim: number, ffn: number): number => 4 * dim * d
 /**
  * Analytic parameter count (independent of the model builder; tests check both agree):
  * blocks + pre/post embeddings + class table (numClasses + 1) + Merge-Instruction table + final norm + 2 heads.
- * B at 18 bits, L = 256, 1000 classes → 343 570 432 ≈ 343.6 M (spec §5.2).
+ * B at 18 bits, L = 256, 1000 classes → 343 570 432 ≈ 343.6 M (docs/model.md §5.2).
  */
 export function arParamCount(cfg: ARConfig): number {
   const D = cfg.dim;

@@ -1,4 +1,4 @@
-// Incremental KV-cached decoding vs the full training forward (spec §10 "Stage-II tiny" / "MergeAR tiny"):
+// Incremental KV-cached decoding vs the full training forward (docs/model.md §10 "Stage-II tiny" / "MergeAR tiny"):
 // teacher-forced logits agree position by position (a) without MergeAR and (b) with MergeAR where the
 // decoder evicts duplicates and the forward masks them (masking ≡ eviction); CFG scale 1 = conditional
 // logits; seeded sampling is reproducible and produces valid LFQ indices.

@@ -1,4 +1,4 @@
-// Incremental generation (spec §5.4) with MergeAR's duplicate detection and KV eviction (§5.5 item 4).
+// Incremental generation (docs/model.md §5.4) with MergeAR's duplicate detection and KV eviction (§5.5 item 4).
 //
 //   step 0:  prefill the prefix [C, (M)] (zero RoPE) → h_0
 //   step s:  feed tok_{s−1} (pre_emb + post_emb, RoPE at its raster position s−1) → h_s

@@ -1,4 +1,4 @@
-// GPT on the tiny configs (spec §5.2, §10): shapes, initial loss ln 2^p + ln 2^(z−p) (zero heads), gradient
+// GPT on the tiny configs (docs/model.md §5.2, §10): shapes, initial loss ln 2^p + ln 2^(z−p) (zero heads), gradient
 // flow through the zero-initialised heads, causality with and without MergeAR masking, seeded dropout,
 // weight names + checkpoint round trip.
 import assert from "node:assert/strict";

@@ -1,5 +1,5 @@
 // Stage II generator: LlamaGen / Open-MAGVIT2 GPT with 2-D RoPE and a factorised intra-token head
-// (spec §5.2), optionally with MergeAR's Merge-Instruction prefix and duplicate-masking attention (§5.5).
+// (docs/model.md §5.2), optionally with MergeAR's Merge-Instruction prefix and duplicate-masking attention (§5.5).
 //
 //   labels [B] ──cls_embedding──► C ┐
 //   mergeTokens [B] ──merge_emb──► M ┤ prefix (zero RoPE)
@@ -9,7 +9,7 @@
 //     ─► head0(slot 0) = logits of pre_n [2^p],  head1(slot 1) = logits of post_n [2^(z−p)]
 //
 // Parameter names follow the upstream module paths (checkpoint keys "model/<name>"); linear weights are
-// [in, out] (spec §11).
+// [in, out] (docs/model.md §11).
 import * as tf from "@tensorflow/tfjs";
 import type { Checkpoint, TensorEntry } from "../io/checkpoint.ts";
 import { CheckpointError } from "../io/checkpoint.ts";
@@ -52,7 +52,7 @@ export function arParamSpecs(cfg: ARConfig): ParamSpec[] {
   for (let i = 0; i < cfg.spatialLayers; i++) specs.push(...blockSpecs(`layers.${i}`, D, cfg.ffnHidden));
   for (let i = 0; i < cfg.factorizedLayers; i++) specs.push(...blockSpecs(`factorized_blocks.${i}`, D, cfg.ffnHidden));
   specs.push(...rmsNormSpecs("norm", D, "ar"));
-  // Heads: bias-free and zero-initialised (spec §5.2).
+  // Heads: bias-free and zero-initialised (docs/model.md §5.2).
   specs.push(...linearNoBias("heads.0", D, vPre).map((s) => ({ ...s, init: ZEROS })));
   specs.push(...linearNoBias("heads.1", D, vPost).map((s) => ({ ...s, init: ZEROS })));
   return specs;

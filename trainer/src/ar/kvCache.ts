@@ -1,5 +1,5 @@
-// Per-layer key/value caches of the incremental decoder (spec §5.4) with MergeAR's position cache and
-// eviction (spec §5.5 item 4). Tensors are [N, T, D] per layer (post-RoPE keys, values); N = 2B rows under
+// Per-layer key/value caches of the incremental decoder (docs/model.md §5.4) with MergeAR's position cache and
+// eviction (docs/model.md §5.5 item 4). Tensors are [N, T, D] per layer (post-RoPE keys, values); N = 2B rows under
 // CFG batch doubling (rows b and B + b always hold the same tokens, so one bookkeeping list per sample b
 // drives both). Every slot of sample b records the raster position (−1 = prefix), LFQ code, group (raster
 // position of its group's first occurrence) and duplicate flag of the token it holds; `null` marks a

@@ -1,4 +1,4 @@
-// MergeAR data helpers and the duplicate-masking attention bias (spec §5.5): the figure's 9-token example,
+// MergeAR data helpers and the duplicate-masking attention bias (docs/model.md §5.5): the figure's 9-token example,
 // dup flags from groups vs codes, unmerge by groups.
 import assert from "node:assert/strict";
 import { before, describe, it } from "node:test";

@@ -1,4 +1,4 @@
-// MergeAR (spec §5.5, implemented per its [decision]): duplicate flags from the tokenizer's groups, the
+// MergeAR (docs/model.md §5.5, implemented per its [decision]): duplicate flags from the tokenizer's groups, the
 // K-sparse → L-length expansion of merged codes, the duplicate-masking causal attention bias of training,
 // and the eviction rule its incremental decoder applies (generate.ts). One rule drives both:
 //

@@ -1,4 +1,4 @@
-// 2-D RoPE (spec §5.2, pitfall 15): zeroed prefix slots, norm-preserving rotation, row/column halves,
+// 2-D RoPE (docs/model.md §5.2, pitfall 15): zeroed prefix slots, norm-preserving rotation, row/column halves,
 // relative-position property of q·k.
 import assert from "node:assert/strict";
 import { before, describe, it } from "node:test";

@@ -1,4 +1,4 @@
-// 2-D rotary position embedding (spec §5.2, pitfall 15; LlamaGen `precompute_freqs_cis_2d` +
+// 2-D rotary position embedding (docs/model.md §5.2, pitfall 15; LlamaGen `precompute_freqs_cis_2d` +
 // `apply_rotary_emb`). Per head, head_dim/4 frequencies f_k = 10000^(−4k/head_dim); adjacent channel pairs
 // (2j, 2j+1) are rotated, the first head_dim/4 pairs by row·f_k and the last head_dim/4 pairs by col·f_k.
 // Prefix slots (class token, MergeAR's M token) get cos = sin = 0, i.e. their q and k are ZEROED (LlamaGen

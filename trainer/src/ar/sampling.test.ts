@@ -1,4 +1,4 @@
-// Sampling chain (spec §5.4): CFG combine, temperature, top-k, HF-style top-p, multinomial, seeded RNG.
+// Sampling chain (docs/model.md §5.4): CFG combine, temperature, top-k, HF-style top-p, multinomial, seeded RNG.
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { Rng } from "../util/rng.ts";

@@ -1,4 +1,4 @@
-// Sub-token sampling (spec §5.4; LlamaGen `sample` + `top_k_top_p_filtering`), on the host in float64 with
+// Sub-token sampling (docs/model.md §5.4; LlamaGen `sample` + `top_k_top_p_filtering`), on the host in float64 with
 // a seeded xoshiro stream so a sample is a pure function of (logits, seed) on every backend:
 //   logits = u + s·(c − u)  (CFG; c/u = conditional/unconditional rows)  →  / temperature
 //   → top-k (keep logits ≥ the k-th largest; 0 = off) → top-p (HF nucleus: keep the smallest prefix of the

@@ -1,4 +1,4 @@
-// Test fixtures for the Stage II generator: the spec §10 tiny configs ("Stage-II tiny", "MergeAR tiny"),
+// Test fixtures for the Stage II generator: the docs/model.md §10 tiny configs ("Stage-II tiny", "MergeAR tiny"),
 // random (non-trained, clearly synthetic) weights that make every logit depend on its inputs, and
 // token sequences with MergeAR-style duplicates.
 import * as tf from "@tensorflow/tfjs";
@@ -6,7 +6,7 @@ import { Rng } from "../util/rng.ts";
 import { type ARConfig, resolveARConfig } from "./config.ts";
 import type { GPT } from "./gpt.ts";
 
-/** spec §10: dim 64, 4 heads, 2 + 1 layers, bits [4, 6], 8×8 grid, 10 classes (+ M table of 4 with MergeAR). */
+/** docs/model.md §10: dim 64, 4 heads, 2 + 1 layers, bits [4, 6], 8×8 grid, 10 classes (+ M table of 4 with MergeAR). */
 export function tinyConfig(opts: { mergeAR?: boolean; window?: number; L?: number; seed?: number } = {}): ARConfig {
   return resolveARConfig(
     {

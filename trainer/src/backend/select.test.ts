@@ -174,7 +174,7 @@ function convNetStep(): Result {
   });
 }
 
-/** compareSteps (backendCheck.ts) as an assertion. */
+/** compareSteps (train/backendParity.ts) as an assertion. */
 function assertClose(
   what: string,
   got: Result,

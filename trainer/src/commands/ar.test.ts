@@ -1,4 +1,4 @@
-// The Stage-II CLI as a child process (trainer/src/cli.ts dispatch → ar/cli.ts): `ar train` (local flags) and
+// The Stage-II CLI as a child process (trainer/src/cli.ts → commands/ar.ts): `ar train` (local flags) and
 // `train-ar` (the operator's env contract with file:// URIs), on real photos with a T0 tokenizer checkpoint
 // made by the Stage-I trainer in this test.
 import assert from "node:assert/strict";

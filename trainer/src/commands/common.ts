@@ -79,7 +79,7 @@ export function parseJson(what: string, text: string): Record<string, unknown> {
 }
 
 // ---------------------------------------------------------------------------------------------------------
-// Training commands (tokenizer: cli.ts; AR: ar/cli.ts)
+// Training commands (commands/tokenizer.ts, commands/ar.ts)
 
 /** Flags both training commands take (spread into their parseArgs options with their own). */
 export const TRAINING_FLAGS = {

@@ -1,6 +1,6 @@
 // End to end through the real entry point (trainer/src/cli.ts) as child processes, driven by the operator's
 // env contract exactly as desiredShardPod / desiredReducePod set it: a tiny random-init AR checkpoint
-// (Stage-II tiny, spec §10; step 0 = UNTRAINED, clearly labelled) and a T0 tokenizer checkpoint (random init)
+// (Stage-II tiny, docs/model.md §10; step 0 = UNTRAINED, clearly labelled) and a T0 tokenizer checkpoint (random init)
 // created here, two `sample` shard pods, a retried shard pod that reuses its output, `eval reference-stats`
 // on real photos, and `reduce` with the generated RANDOM-weight Inception.
 import assert from "node:assert/strict";
@@ -128,6 +128,15 @@ describe("sampling job end to end (child processes, env contract)", () => {
     const r = await run(["sample"], { ...shardEnv(0), [ENV.TRAIN_CONFIG]: '{"numSamples":12,"shards":2,"cfg":3}' });
     assert.equal(r.code, 2);
     assert.match(r.stderr, /MERGEVQ_TRAIN_CONFIG: unknown field\(s\): cfg/);
+  });
+
+  it("a pod whose MERGEVQ_STEP names the other step exits 2 naming both", async () => {
+    const wrong = await run(["sample"], { ...shardEnv(0), [ENV.STEP]: "reduce" });
+    assert.equal(wrong.code, 2);
+    assert.match(wrong.stderr, /MERGEVQ_STEP=reduce: this pod is the SamplingJob's "reduce" step but runs "sample"/);
+    const invalid = await run(["reduce"], { ...shardEnv(0), [ENV.STEP]: "gather" });
+    assert.equal(invalid.code, 2);
+    assert.match(invalid.stderr, /MERGEVQ_STEP/);
   });
 
   it("eval reference-stats + reduce: gFID/IS labelled [random-inception], grid PNG, metrics.json, termination", async () => {

@@ -1,4 +1,4 @@
-// mergevq-trainer sampling commands (SamplingJob, spec §5.4 / §6.2):
+// mergevq-trainer sampling commands (SamplingJob, docs/model.md §5.4 / §6.2):
 //   sample   one shard pod: generate its slice of numSamples with the AR model, decode with the tokenizer,
 //            write <CHECKPOINT_DIR>/shards/<i>.npz (arr_0 uint8 [N,H,W,3], labels int32 [N]); a valid existing
 //            output is reused (idempotent retry), an invalid one (truncated/corrupt/other job) regenerated.
@@ -19,7 +19,7 @@
 // CLI does) and resolves to { report }.
 import { readFile } from "node:fs/promises";
 import { z } from "zod";
-import { ENV, type FinalReport } from "../../../common/src/contract.ts";
+import { ENV, type FinalReport, SamplingStep } from "../../../common/src/contract.ts";
 import { envInt, envUri, parseEnv } from "../../../common/src/env.ts";
 import { createLogger, type Logger } from "../../../common/src/logger.ts";
 import { InceptionExtractor } from "../eval/inception.ts";
@@ -34,6 +34,7 @@ import { runShard } from "../sample/shard.ts";
 import { CliError, type CliResult, intFlag, parseFlags, registerS3For } from "./common.ts";
 
 const SampleEnv = z.object({
+  [ENV.STEP]: SamplingStep.optional(),
   [ENV.TRAIN_CONFIG]: z.string().optional(),
   [ENV.MODEL_CHECKPOINT]: envUri().optional(),
   [ENV.TOKENIZER_CHECKPOINT]: envUri().optional(),
@@ -67,12 +68,21 @@ Inception mean and covariance of real images (centre crops), the reference of gF
 /** Every sampling command's usage (top-level help). */
 export const SAMPLE_USAGE = Object.values(SAMPLING_USAGE).join("\n");
 
-function readEnv(): SampleEnv {
+/**
+ * The env contract of a sampling pod. `command` is the step this process runs: the operator sets MERGEVQ_STEP on
+ * SamplingJob pods, so a pod whose command line was overridden to run the other step fails at once, naming both.
+ */
+function readEnv(command?: SamplingStep): SampleEnv {
+  let env: SampleEnv;
   try {
-    return parseEnv(SampleEnv);
+    env = parseEnv(SampleEnv);
   } catch (e) {
     throw new CliError((e as Error).message);
   }
+  const step = env[ENV.STEP];
+  if (command !== undefined && step !== undefined && step !== command)
+    throw new CliError(`${ENV.STEP}=${step}: this pod is the SamplingJob's "${step}" step but runs "${command}"`);
+  return env;
 }
 
 async function samplingConfig(flag: string | undefined, env: SampleEnv): Promise<SamplingConfig> {
@@ -121,7 +131,7 @@ const SAMPLE_OPTIONS = {
 /** `sample`: one shard of a SamplingJob. */
 export async function sampleMain(argv: string[], log?: Logger): Promise<CliResult> {
   const v = parseFlags(argv, SAMPLE_OPTIONS, SAMPLING_USAGE.sample);
-  const env = readEnv();
+  const env = readEnv("sample");
   const cfg = await samplingConfig(v.config, env);
   const index = intFlag("shard", v.shard) ?? env[ENV.SHARD_INDEX] ?? 0;
   const numShards = intFlag("shards", v.shards, 1) ?? env[ENV.NUM_SHARDS] ?? cfg.shards;
@@ -181,7 +191,7 @@ const REDUCE_OPTIONS = {
 /** `reduce`: gFID / IS over all shard outputs + sample grid. */
 export async function reduceMain(argv: string[], log?: Logger): Promise<CliResult> {
   const v = parseFlags(argv, REDUCE_OPTIONS, SAMPLING_USAGE.reduce);
-  const env = readEnv();
+  const env = readEnv("reduce");
   const haveConfig = v.config !== undefined || env[ENV.TRAIN_CONFIG] !== undefined;
   const cfg = haveConfig ? await samplingConfig(v.config, env) : undefined;
   const numShards = intFlag("shards", v.shards, 1) ?? env[ENV.NUM_SHARDS] ?? cfg?.shards;

@@ -1,4 +1,4 @@
-// Decode + the spec's views (§3, §7), all with sharp, written straight into NHWC Float32 batch buffers.
+// Decode + the training views (docs/model.md §3, §7), all with sharp, written straight into NHWC Float32 batch buffers.
 //
 // Train (three views from one decoded RGB image, each its own random crop):
 //   image (recon R):     resize shorter side to R (bicubic) → random crop R×R → [−1, 1]. No flip.

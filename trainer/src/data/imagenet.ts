@@ -1,4 +1,4 @@
-// ImageNet folder layout (spec §7): <root>/<split>/<wnid>/<file>.JPEG with optional meta files
+// ImageNet folder layout (docs/model.md §7): <root>/<split>/<wnid>/<file>.JPEG with optional meta files
 // (filelist.txt, synset_human.txt). Labels = index of the wnid in the sorted list of wnids present.
 import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
 import path from "node:path";
@@ -20,7 +20,7 @@ export interface ImageNetSplit {
 }
 
 const IMAGE_RE = /\.(jpe?g|JPE?G)$/;
-/** The one known-bad ImageNet file (spec §7). */
+/** The one known-bad ImageNet file (docs/model.md §7). */
 const EXCLUDED = new Set(["n06596364_9591.JPEG"]);
 
 /**

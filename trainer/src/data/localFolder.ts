@@ -1,5 +1,5 @@
-// Local ImageNet-folder reader (stand-in until the data plane's loaders land): decodes JPEG/PNG/WebP with
-// sharp and produces the three Stage-I views of spec §7 as NHWC float tensors:
+// Local ImageNet-folder reader (for class-folder trees; tar shards go through data/loader.ts): decodes JPEG/PNG/WebP with
+// sharp and produces the three Stage-I views of docs/model.md §7 as NHWC float tensors:
 //   image        resize shorter side → random crop `size` (train) / centre crop (eval); [−1,1]; no flip
 //   teacherView  resize shorter side → random crop `teacherSize` (train) / centre crop; ImageNet mean/std
 //   studentView  RandomResizedCrop `studentSize` (scale [0.08,1], ratio [3/4,4/3]) + h-flip 0.5 (train) /

@@ -1,4 +1,4 @@
-// gFID / IS for sampling runs (spec §6.2): generated samples (e.g. sample.npz `arr_0`, uint8 [N,256,256,3])
+// gFID / IS for sampling runs (docs/model.md §6.2): generated samples (e.g. sample.npz `arr_0`, uint8 [N,256,256,3])
 // against reference statistics (pytorch-fid / ADM npz `mu`,`sigma`, or statistics computed here from a
 // reference image set). Metric names `gFID`, `IS`, with `[random-inception]` appended for random weights.
 //

@@ -40,7 +40,7 @@ export interface ImageBatch {
   width: number;
   /**
    * Value range of float data: "unit" = [0,1] (default), "symmetric" = [-1,1] (tokenizer reconstructions).
-   * Values outside are clamped (reconstructions are clamped to [-1,1] upstream, spec §6.1). Ignored for uint8.
+   * Values outside are clamped (reconstructions are clamped to [-1,1] upstream, docs/model.md §6.1). Ignored for uint8.
    */
   range?: "unit" | "symmetric";
 }

@@ -1,4 +1,4 @@
-// rFID for the tokenizer trainer (spec §6.1): real = the held-out 256² centre crops fed to the tokenizer,
+// rFID for the tokenizer trainer (docs/model.md §6.1): real = the held-out 256² centre crops fed to the tokenizer,
 // fake = their reconstructions (clamped to [-1,1], mapped to [0,1], no uint8 quantisation). Both sets go
 // through the same Inception; FID between their streaming Gaussian statistics.
 //
@@ -72,7 +72,7 @@ export async function computeRfid(
 }
 
 /**
- * One rFID per token count K (spec §6.3: e.g. R family K ∈ {36, 64, 100, 144, 256}). `passFor(k)` yields the
+ * One rFID per token count K (docs/model.md §6.3: e.g. R family K ∈ {36, 64, 100, 144, 256}). `passFor(k)` yields the
  * held-out originals and their reconstructions with K tokens (EMA weights, fixed K). The originals'
  * statistics are computed on the first pass and reused. Returns metrics ready for `FinalReport.metrics`.
  */

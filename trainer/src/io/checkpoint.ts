@@ -7,8 +7,9 @@
 //   last 32 bytes SHA-256 of everything before them
 //
 // The header holds everything that is not a tensor (step, RNG and data-order state, LeCam EMAs, optimiser
-// step counts, the full model + training config). Tensor names are namespaced by the trainer
-// ("model/…", "ema/…", "disc/…", "optG/m/…", …). Save → load is exact (raw float32 bytes).
+// step counts, the full model + training config). Tensor names are namespaced by the trainer (train/loop.ts
+// ParamGroup prefixes): tokenizer "g/…", "d/…", "ema/…", "adam_g/{m,v}/…", "adam_d/{m,v}/…"; AR "model/…",
+// "adamw/{m,v}/…". Save → load is exact (raw float32 bytes).
 import { createHash } from "node:crypto";
 import { type Storage, storageFor } from "./storage.ts";
 import { joinUri } from "./uri.ts";

@@ -1,4 +1,4 @@
-// Final-report plumbing shared by the trainer CLIs (tokenizer: trainer/src/cli.ts; AR: trainer/src/ar/cli.ts):
+// Status documents and the final report (shared by every command: tokenizer, AR, sampling):
 // progress.json writes (the trainers through runReport.ts, sampling shards directly),
 // `metrics.json` under the status prefix (MERGEVQ_STATUS_URI) and a compact copy as the container's
 // termination message (common/src/contract.ts terminationMessage(), ≤ 4 KiB).

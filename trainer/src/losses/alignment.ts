@@ -1,4 +1,4 @@
-// Global alignment (spec §3): the student's CLS-head output is aligned with a frozen teacher's CLS feature
+// Global alignment (docs/model.md §3): the student's CLS-head output is aligned with a frozen teacher's CLS feature
 // by `L_cls = T²·KL(softmax(t/T) ‖ softmax(s/T))`, T = 4, batch-mean; the 768-d features are treated as
 // logits. The teacher is an ONNX model run by onnxruntime-node:
 //   input  "pixel_values"  float32 [B,3,H,W], ImageNet mean/std normalised (the teacher view)

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Convert real LPIPS-VGG weights into the trainer's perceptual weight file (checkpoint container format,
-kind "perceptual"; see trainer/src/train/checkpoint.ts and trainer/src/losses/perceptual.ts).
+kind "perceptual"; see trainer/src/io/checkpoint.ts and trainer/src/losses/perceptual.ts).
 
 Inputs (obtain them wherever you are allowed to; nothing is downloaded here):
   --vgg   torchvision VGG16 state_dict (.pth, e.g. vgg16-397923af.pth) — keys features.<i>.weight/bias

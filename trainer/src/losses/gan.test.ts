@@ -49,14 +49,14 @@ test("adoptWeight gates by the start step", () => {
 
 test("PatchGAN shapes, parameter count and gradients", () => {
   const full = new PatchGanDiscriminator({ ndf: 64, nLayers: 3 }, new Rng(1));
-  // spec §2.8: 2.77 M for ndf 64, n_layers 3; 256² → 30×30 patches
+  // docs/model.md §2.8: 2.77 M for ndf 64, n_layers 3; 256² → 30×30 patches
   assert.equal(full.parameterCount(), 2765633);
   assert.equal(full.outputSize(256), 30);
   full.dispose();
   const d = new PatchGanDiscriminator({ ndf: 16, nLayers: 2 }, new Rng(2));
   const x = tf.randomUniform([2, 32, 32, 3], -1, 1, "float32", 7) as tf.Tensor4D;
   const y = d.apply(x);
-  assert.deepEqual(y.shape, [2, 6, 6, 1]); // spec §10 T0: [B,1,6,6]
+  assert.deepEqual(y.shape, [2, 6, 6, 1]); // docs/model.md §10 T0: [B,1,6,6]
   const vars = d.trainableVariables();
   // With every hinge term active, the last bias's gradients from the real and fake halves cancel exactly
   // (−1/N·N + 1/N·N = 0), so add a term that depends on the raw logits to test that every variable is reached.

@@ -1,4 +1,4 @@
-// Adversarial part of Stage I (spec §4.1–4.2, pitfall 10):
+// Adversarial part of Stage I (docs/model.md §4.1–4.2, pitfall 10):
 // - PatchGAN discriminator (pix2pix NLayer; `ndf`, `n_layers`; BatchNorm in train mode, i.e. batch
 //   statistics in every pass; real and fake go through separate forward calls).
 // - hinge D loss, non-saturating G loss on the per-sample mean patch logit.
@@ -8,7 +8,7 @@
 //   NOT used by MergeVQ (gen_loss_weight is set), so it is deliberately not implemented.
 //
 // Running BN statistics are not kept: upstream only uses them for the validation D loss, which this
-// trainer does not compute (spec §4.2 decision: LeCam EMAs update only in training steps).
+// trainer does not compute (docs/model.md §4.2 decision: LeCam EMAs update only in training steps).
 import * as tf from "@tensorflow/tfjs";
 import { conv2dValid } from "../nn/kernels.ts";
 import type { Rng } from "../util/rng.ts";

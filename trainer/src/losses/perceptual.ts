@@ -1,4 +1,4 @@
-// LPIPS-style perceptual loss (spec §4.1): a frozen VGG-type feature network, LPIPS input scaling,
+// LPIPS-style perceptual loss (docs/model.md §4.1): a frozen VGG-type feature network, LPIPS input scaling,
 // channel-normalised features, squared difference, non-negative 1×1 "lin" heads, spatial mean, summed over
 // the tapped layers. No dropout (spec decision: LPIPS stays in eval mode upstream).
 //

@@ -1,4 +1,4 @@
-// L1 reconstruction loss (spec §4.1: `L_rec = mean |x − x̂|`, the only option upstream).
+// L1 reconstruction loss (docs/model.md §4.1: `L_rec = mean |x − x̂|`, the only option upstream).
 import * as tf from "@tensorflow/tfjs";
 
 /** Mean absolute error over all elements (scalar). `xhat` is the raw (unclamped) decoder output. */

@@ -145,6 +145,6 @@ function groupNormContiguous(x: tf.Tensor4D, groups: number, eps: number, gamma?
   return tf.tidy(() => f(x, gamma ?? tf.ones([C]), beta ?? tf.zeros([C]))) as tf.Tensor4D;
 }
 
-/** GN32 (eps 1e-6, affine) — spec §2.1. */
+/** GN32 (eps 1e-6, affine) — docs/model.md §2.1. */
 export const groupNorm = (P: Params, name: string, x: tf.Tensor4D, groups = 32, eps = 1e-6): tf.Tensor4D =>
   groupNormRaw(x, groups, eps, P.get(`${name}.weight`), P.get(`${name}.bias`));

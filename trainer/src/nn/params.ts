@@ -1,6 +1,6 @@
-// Parameter declarations and seeded initialisation for the MergeVQ tokenizer (spec §2.1, §2.7, pitfall 22).
+// Parameter declarations and seeded initialisation for the MergeVQ tokenizer (docs/model.md §2.1, §2.7, pitfall 22).
 // Every module declares its parameters as `ParamSpec`s (name, shape, init); the model builder and the
-// analytic parameter count (spec §2.8 checksum) both read the same declarations, so counts never drift
+// analytic parameter count (docs/model.md §2.8 checksum) both read the same declarations, so counts never drift
 // from the allocated model. Weight names are stable, PyTorch-like dotted paths (checkpoint keys).
 import * as tf from "@tensorflow/tfjs";
 
@@ -16,7 +16,7 @@ export type Init =
   | { kind: "truncNormal"; std: number };
 
 /**
- * Which part of the model a parameter belongs to (spec §2.8 reports encoder incl. CLS head / decoder;
+ * Which part of the model a parameter belongs to (docs/model.md §2.8 reports encoder incl. CLS head / decoder;
  * "ar" = the Stage II generator, trainer/src/ar).
  */
 export type ParamGroup = "encoder" | "clsHead" | "decoder" | "ar";

@@ -1,5 +1,5 @@
 // The AR sampler behind a SamplingJob shard: an "ar-train" checkpoint (trainer/src/ar) generates full raster
-// code grids (spec §5.4: CFG by batch doubling, temperature, top-k/top-p, one value for both sub-tokens since
+// code grids (docs/model.md §5.4: CFG by batch doubling, temperature, top-k/top-p, one value for both sub-tokens since
 // the CRD has single values), the frozen tokenizer decodes them (`decodeIndices`, no source matrix), and the
 // images are clamped to [−1,1] and mapped to uint8 HWC with LlamaGen's `clamp(127.5·x + 128, 0, 255)` →
 // uint8 (truncation), the mapping of upstream `sample.py`.

@@ -1,4 +1,4 @@
-// Reduce step of a SamplingJob (spec §6.2): read every shard npz, run the FID Inception over all samples once,
+// Reduce step of a SamplingJob (docs/model.md §6.2): read every shard npz, run the FID Inception over all samples once,
 // and report gFID (against evaluation.referenceStatsUri: npz mu/sigma, pytorch-fid / ADM format or written by
 // `eval reference-stats`) and IS (10 splits), plus a sample grid PNG.
 //

@@ -1,4 +1,4 @@
-// One shard of a SamplingJob (spec §5.4, `sample.py` chunks): which samples, labels and seed it owns, how its
+// One shard of a SamplingJob (docs/model.md §5.4, `sample.py` chunks): which samples, labels and seed it owns, how its
 // output `<CHECKPOINT_DIR>/shards/<i>.npz` is written, and when an existing output may be reused.
 //
 // Slicing: numSamples split as evenly as possible over the shards, the first `numSamples mod shards` shards

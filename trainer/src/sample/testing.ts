@@ -26,7 +26,7 @@ export function tinyTokenizerCheckpoint(): { bytes: Uint8Array; resolution: numb
 }
 
 /**
- * Encoded Stage-II tiny AR checkpoint (spec §10: 10 classes, bits [4,6], 8×8 grid), random weights with
+ * Encoded Stage-II tiny AR checkpoint (docs/model.md §10: 10 classes, bits [4,6], 8×8 grid), random weights with
  * std 0.2 so that logits depend on their inputs, step 0.
  */
 export function tinyArCheckpoint(o: { tokenizerUri: string; mergeAR?: boolean; seed?: number }): Uint8Array {

@@ -29,7 +29,7 @@ export const TokenizerTrainConfig = z.object({
   /** LFQ entropy: weight of the per-sample entropy (minimised) and of the codebook entropy (maximised). */
   sampleMinimizationWeight: z.number().default(1),
   batchMaximizationWeight: z.number().default(1),
-  /** KL distillation temperature of the CLS alignment (spec §3). */
+  /** KL distillation temperature of the CLS alignment (docs/model.md §3). */
   clsTemperature: z.number().positive().default(4),
 });
 export type TokenizerTrainConfig = z.infer<typeof TokenizerTrainConfig>;

@@ -1,4 +1,4 @@
-// Spec §2.1 primitives: DCR depth-to-space, GroupNorm, exact GELU, AdaGN statistics, initialisation
+// docs/model.md §2.1 primitives: DCR depth-to-space, GroupNorm, exact GELU, AdaGN statistics, initialisation
 // (pitfall 22), and the manual (wasm-friendly) conv/matmul/depthwise gradients against tfjs' native ones.
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";

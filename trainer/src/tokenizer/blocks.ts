@@ -1,4 +1,4 @@
-// MergeVQ tokenizer blocks (spec §2.1 (+ §2.7 initialisation, §11 TF.js mapping, pitfalls 9 and 22):
+// MergeVQ tokenizer blocks (docs/model.md §2.1 (+ §2.7 initialisation, §11 TF.js mapping, pitfalls 9 and 22):
 // GroupNorm(32), LayerNorm, exact GELU, ResBlock, Down/Up convs with depth-to-space (DCR), multi-head
 // attention (optionally proportional, returning the keys for the ToMe metric), MLP / MixMLP, LayerScale and
 // adaptive GroupNorm. All maps are NHWC; sequences [B, N, C]. Upstream modules followed: taming /

@@ -1,4 +1,4 @@
-// MergeVQ spec §2.3 "Random keep-count during training" (`cand_distribution`, upstream `parse_cand` /
+// MergeVQ docs/model.md §2.3 "Random keep-count during training" (`cand_distribution`, upstream `parse_cand` /
 // the deterministic 100-batch cycle). Pure arithmetic, no tensors: the candidate keep-counts K_i, their
 // weights, the 5-decimal cumulative table and the per-micro-batch choice.
 import { mergeSchedule } from "./tome.ts";
@@ -70,7 +70,7 @@ export function candidateForBatch(cands: readonly Candidate[], b: number): Candi
   return cands[cands.length - 1];
 }
 
-/** How many of 100 consecutive micro-batches use each candidate (the spec's frequency table). */
+/** How many of 100 consecutive micro-batches use each candidate (the frequency table of docs/model.md §2.3). */
 export function cycleCounts(cands: readonly Candidate[]): Map<number, number> {
   const counts = new Map<number, number>(cands.map((c) => [c.K, 0]));
   for (let b = 0; b < 100; b++) {

@@ -1,4 +1,4 @@
-// MergeVQ spec §2.7 "Representation (CLS) head": applied to the final-block CLS token (no norm).
+// MergeVQ docs/model.md §2.7 "Representation (CLS) head": applied to the final-block CLS token (no norm).
 // "layer3" (GR, R): Linear(D→4D)–GELU–Linear(4D→4D)–GELU–Linear(4D→C);
 // "mlp2" (G, upstream `dist_head True`): Linear(D→4D)–GELU–LayerNorm(4D)–Linear(4D→C). PyTorch default init.
 import type * as tf from "@tensorflow/tfjs";

@@ -1,4 +1,4 @@
-// Spec §1, §2.3, §2.8, §10: presets, exact r schedules, candidate cycles and parameter counts.
+// docs/model.md §1, §2.3, §2.8, §10: presets, exact r schedules, candidate cycles and parameter counts.
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { ZodError } from "zod";
@@ -6,7 +6,7 @@ import { candidateForBatch, candidateTable } from "./candidates.ts";
 import { PRESETS, resolveConfig } from "./config.ts";
 import { mergeSchedule, parseRRaw, tokensAfterBlocks } from "./tome.ts";
 
-// Spec §2.3 table (n = 12): L→K, r̄, r list.
+// docs/model.md §2.3 table (n = 12): L→K, r̄, r list.
 const TABLE: [number, number, number, number[]][] = [
   [256, 144, 10, [12, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 5]],
   [256, 121, 12, [14, 16, 15, 14, 13, 12, 11, 10, 9, 8, 7, 6]],
@@ -31,7 +31,7 @@ const TABLE: [number, number, number, number[]][] = [
   [1024, 196, 69, [108, 96, 90, 84, 78, 72, 65, 59, 53, 47, 41, 35]],
 ];
 
-describe("merge schedule (spec §2.3)", () => {
+describe("merge schedule (docs/model.md §2.3)", () => {
   for (const [L, K, rBar, r] of TABLE) {
     it(`${L}→${K}: r̄ ${rBar}, r = [${r}]`, () => {
       const s = mergeSchedule(L - K, 12);
@@ -69,7 +69,7 @@ describe("merge schedule (spec §2.3)", () => {
     assert.equal(parseRRaw(8, 12)[0], 12);
     assert.equal(mergeSchedule(87, 12).r[0], 8);
   });
-  it("T0 and T2 candidate schedules (spec §10)", () => {
+  it("T0 and T2 candidate schedules (docs/model.md §10)", () => {
     const t0 = candidateTable(64, 28, 4, "gaussian-4");
     assert.deepEqual(
       t0.map((c) => [c.K, c.r]),
@@ -102,7 +102,7 @@ describe("merge schedule (spec §2.3)", () => {
   });
 });
 
-describe("keep-count candidates and the deterministic cycle (spec §2.3)", () => {
+describe("keep-count candidates and the deterministic cycle (docs/model.md §2.3)", () => {
   const cases: [string, Record<number, number>][] = [
     ["GR_d64", { 121: 12, 144: 67, 169: 12, 196: 3, 225: 3, 256: 3 }],
     ["R_vitb_d64", { 49: 12, 64: 67, 81: 12, 100: 3, 121: 3, 144: 3 }],
@@ -126,7 +126,7 @@ describe("keep-count candidates and the deterministic cycle (spec §2.3)", () =>
   });
 });
 
-describe("parameter counts (spec §2.8, ±0.1 M)", () => {
+describe("parameter counts (docs/model.md §2.8, ±0.1 M)", () => {
   const expected: Record<string, [number, number]> = {
     GR_d32: [42.7, 52.0],
     GR_d64: [69.5, 83.4],
@@ -142,7 +142,7 @@ describe("parameter counts (spec §2.8, ±0.1 M)", () => {
       assert.ok(Math.abs(p.decoder / 1e6 - dec) <= 0.1, `decoder ${p.decoder / 1e6}`);
     });
   }
-  it("T0: ≈0.40 M encoder with the 10-way head, ≈0.62 M decoder (spec §10)", () => {
+  it("T0: ≈0.40 M encoder with the 10-way head, ≈0.62 M decoder (docs/model.md §10)", () => {
     const p = resolveConfig("T0").derived.paramCounts;
     assert.ok(Math.abs((p.encoder + p.clsHead) / 1e6 - 0.4) < 0.01);
     assert.ok(Math.abs(p.decoder / 1e6 - 0.62) < 0.01);
@@ -181,7 +181,7 @@ describe("config schema", () => {
   it("rejects a non-square K, a width that is not a multiple of 32, and a cap-hitting schedule", () => {
     assert.throws(() => resolveConfig({ preset: "T0", mergeNum: 30, candDistribution: null }), ZodError);
     assert.throws(() => resolveConfig({ preset: "T0", ch: 48 }), ZodError);
-    // L = 16, K = 4, n = 2 gives r [9, 3] which violates the 50 % cap (spec §10 caution).
+    // L = 16, K = 4, n = 2 gives r [9, 3] which violates the 50 % cap (docs/model.md §10 caution).
     assert.throws(
       () => resolveConfig({ preset: "T0", resolution: 16, mergeNum: 12, numAttBlocks: 2, candDistribution: null }),
       /hits the per-layer cap/,

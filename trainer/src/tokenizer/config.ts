@@ -1,4 +1,4 @@
-// MergeVQ Stage-I tokenizer configuration (spec §1 config matrix, §2.8 parameter checksum, §10 tiny
+// MergeVQ Stage-I tokenizer configuration (docs/model.md §1 config matrix, §2.8 parameter checksum, §10 tiny
 // configs). Schema first (zod), type derived; presets are registrations that only set the fields that
 // differ from the schema defaults (timm `@register_model` / LlamaGen `GPT_B` style). Derived quantities
 // (grid, L, K, r schedules, candidate set and cycle, parameter counts) are computed once in `resolveConfig`.
@@ -64,7 +64,7 @@ export interface TokenizerDerived extends TokenizerArch {
 
 export type ResolvedTokenizerConfig = TokenizerConfig & { derived: TokenizerDerived };
 
-/** Presets: only the fields that differ from the schema defaults (spec §1 table and §10). */
+/** Presets: only the fields that differ from the schema defaults (docs/model.md §1 table and §10). */
 export const PRESETS = {
   GR_d32: { name: "GR_d32", ch: 32, chMult: [2, 2, 4, 8, 12], heads: 8 },
   GR_d64: { name: "GR_d64" },

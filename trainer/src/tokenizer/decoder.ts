@@ -1,4 +1,4 @@
-// MergeVQ spec §2.6 "Decoder": conv_in 3×3 (zc→D_dec, bias) on the unmerged quantized map → conditional
+// MergeVQ docs/model.md §2.6 "Decoder": conv_in 3×3 (zc→D_dec, bias) on the unmerged quantized map → conditional
 // positional term x ← x + DWConv3×3(x) → `numDecBlocks` ViT blocks with MixMLP (depthwise conv inside the
 // MLP, no CLS) → back to the grid → CNN up-path, levels l = last…0: AdaGN(zc, C) conditioned on the
 // unmerged quantized map (σ unbiased, μ; not detached) → ResBlocks (numResBlocks + numResExtra for l ≥ 1)
@@ -29,7 +29,7 @@ export function decoderSpecs(cfg: ArchConfig): ParamSpec[] {
   const g = "decoder" as const;
   const { decDim: D, widths } = cfg.derived;
   const zc = cfg.zChannels;
-  // Transformer part: Linear & conv weights trunc-normal .02, biases 0 (spec §2.7); conv_in is PyTorch default.
+  // Transformer part: Linear & conv weights trunc-normal .02, biases 0 (docs/model.md §2.7); conv_in is PyTorch default.
   const out: ParamSpec[] = [
     ...convSpecs("decoder.conv_in", 3, 3, zc, D, { bias: true, init: "torch", group: g }),
     ...depthwiseSpecs("decoder.pos_conv", D, "vit", g),

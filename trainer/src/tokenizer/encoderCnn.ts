@@ -1,4 +1,4 @@
-// MergeVQ spec §2.2 "Encoder CNN" (G and GR variants; Open-MAGVIT2 / taming `Encoder` without mid-block
+// MergeVQ docs/model.md §2.2 "Encoder CNN" (G and GR variants; Open-MAGVIT2 / taming `Encoder` without mid-block
 // or attention): conv_in 3×3 (no bias) → levels of `numResBlocks` ResBlocks, a stride-2 Down conv after
 // every level but the last. NHWC: [B, H, W, 3] → [B, H/2^(n−1), W/2^(n−1), ch·chMult[-1]].
 import type * as tf from "@tensorflow/tfjs";

@@ -1,4 +1,4 @@
-// MergeVQ spec §2.3 "Encoder transformer with token merging (ToMe)" and its output head: prepend a
+// MergeVQ docs/model.md §2.3 "Encoder transformer with token merging (ToMe)" and its output head: prepend a
 // learned CLS (N(0, 1e-6²)), no positional embedding, `numAttBlocks` pre-norm ViT blocks patched as in
 // ToMe's timm patch (trace_source, prop_attn): attention with +log(size) over keys → residual →
 // bipartite matching on the head-mean of the keys → size-weighted merge → MLP residual. No final norm.

@@ -1,4 +1,4 @@
-// A trained tokenizer, frozen, for Stage II (spec §5.1: the AR model is trained on the codes of the frozen
+// A trained tokenizer, frozen, for Stage II (docs/model.md §5.1: the AR model is trained on the codes of the frozen
 // tokenizer in eval mode, and sampled codes are decoded with it). Loads a `tokenizer-train` checkpoint
 // (local path, file:// or s3://) and installs its EMA weights (pitfall 12: evaluate with EMA).
 import * as tf from "@tensorflow/tfjs";

@@ -1,4 +1,4 @@
-// Spec §2.4 LFQ: LSB-first indices, zero → −1, straight-through gradient, commitment, and the
+// docs/model.md §2.4 LFQ: LSB-first indices, zero → −1, straight-through gradient, commitment, and the
 // memory-safe entropy terms against a brute-force computation over the whole (small) codebook.
 import assert from "node:assert/strict";
 import { before, describe, it } from "node:test";

@@ -1,9 +1,9 @@
-// MergeVQ spec §2.4 "Lookup-free quantization (LFQ)" (Open-MAGVIT2 `lfqgan` quantizer): sign per channel
+// MergeVQ docs/model.md §2.4 "Lookup-free quantization (LFQ)" (Open-MAGVIT2 `lfqgan` quantizer): sign per channel
 // (exact zero → −1), index = Σ_c [q_c > 0]·2^c (channel 0 = least-significant bit), straight-through
 // estimator, commitment MSE to stop-grad(q), and the entropy aux loss at temperature 0.01 over the full
 // codebook: L_ent = w_s·H_sample − w_b·H_codebook.
 //
-// Memory-safe exact computation (spec §2.4 memory note): with a = 4z/τ the per-token distribution
+// Memory-safe exact computation (docs/model.md §2.4 memory note): with a = 4z/τ the per-token distribution
 // factorises per bit, p_n(i) = Π_c σ(a_nc·c_c(i)), so H_sample = Σ_c H_bin(σ(a_nc)) exactly, and
 // log p_n(i) = bits(i)·a_n + Σ_c log σ(−a_nc). p̄ = mean_n p_n is streamed over chunks of codes; its
 // gradient is computed analytically in a second chunked pass (tf.customGrad), so no [B·K, 2^d] tensor
@@ -65,7 +65,7 @@ export function indicesToCodes(indices: tf.Tensor, d: number): tf.Tensor {
   });
 }
 
-/** Stage-II token factorisation: pre = bits 0…preBits−1, post = the remaining bits (spec §2.4). */
+/** Stage-II token factorisation: pre = bits 0…preBits−1, post = the remaining bits (docs/model.md §2.4). */
 export function splitIndices(indices: tf.Tensor, preBits: number): { pre: tf.Tensor; post: tf.Tensor } {
   return tf.tidy(() => {
     const idx = tf.cast(indices, "int32");

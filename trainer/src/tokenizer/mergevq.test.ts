@@ -1,4 +1,4 @@
-// MergeVQ tokenizer end to end on the tiny configs (spec §10 checks) on the wasm backend: shapes,
+// MergeVQ tokenizer end to end on the tiny configs (docs/model.md §10 checks) on the wasm backend: shapes,
 // merged count = K for every candidate, unmerge = gather-by-group, straight-through gradient reaching
 // conv_in, every trainable variable receiving a gradient, no tensor leaks, seeded weights, stable names.
 import assert from "node:assert/strict";

@@ -1,4 +1,4 @@
-// MergeVQ Stage-I tokenizer (spec §0, §2): CNN (or ViT patch) encoder → encoder transformer with ToMe →
+// MergeVQ Stage-I tokenizer (docs/model.md §0, §2): CNN (or ViT patch) encoder → encoder transformer with ToMe →
 // output head → LFQ → unmerge with the source matrix of the same forward → decoder; CLS → representation
 // head. Functional modules over a named parameter store; every public method runs in tf.tidy and returns
 // tensors the caller owns (dispose them, e.g. with `tf.dispose(out)`).
@@ -50,7 +50,7 @@ export interface EncodeOptions {
 export interface ForwardOptions extends EncodeOptions {
   /** Kept tokens (perfect square; defaults to the nominal K). */
   K?: number;
-  /** Student view [B, v, v, 3] in [−1, 1] for the CLS alignment pass (spec §3). */
+  /** Student view [B, v, v, 3] in [−1, 1] for the CLS alignment pass (docs/model.md §3). */
   clsView?: tf.Tensor4D;
 }
 
@@ -97,7 +97,7 @@ export class MergeVQTokenizer {
     tf.util.assert(x.rank === 4 && x.shape[3] === 3, () => `${what}: expected [B, H, W, 3], got [${x.shape}]`);
   }
 
-  /** Encode x [B, H, W, 3] in [−1, 1] to K quantized tokens (spec §2.2–2.4). */
+  /** Encode x [B, H, W, 3] in [−1, 1] to K quantized tokens (docs/model.md §2.2–2.4). */
   encode(x: tf.Tensor4D, K = this.config.derived.K, opts: EncodeOptions = {}): EncodeOutput {
     this.checkImage(x, "encode");
     const r = this.scheduleFor(K);
@@ -131,7 +131,7 @@ export class MergeVQTokenizer {
   }
 
   /**
-   * CLS-only encoder pass (spec §3 student view, any size divisible by the encoder stride): same r list
+   * CLS-only encoder pass (docs/model.md §3 student view, any size divisible by the encoder stride): same r list
    * as K, with the per-layer cap; no square token count required. → [B, numClasses].
    */
   encodeCls(view: tf.Tensor4D, K = this.config.derived.K): tf.Tensor2D {
@@ -142,12 +142,12 @@ export class MergeVQTokenizer {
     );
   }
 
-  /** Decode K quantized tokens with their source matrix (spec §2.5–2.6) → [B, H, W, 3] (unclamped). */
+  /** Decode K quantized tokens with their source matrix (docs/model.md §2.5–2.6) → [B, H, W, 3] (unclamped). */
   decode(zq: tf.Tensor3D, source: tf.Tensor3D | null): tf.Tensor4D {
     return tf.tidy(() => decoder(this.params, this.config, unmerge(zq, source)));
   }
 
-  /** Decode a full (unmerged) raster grid of indices [B, L] (Stage-II samples, spec §5.4). */
+  /** Decode a full (unmerged) raster grid of indices [B, L] (Stage-II samples, docs/model.md §5.4). */
   decodeIndices(indices: tf.Tensor2D): tf.Tensor4D {
     return tf.tidy(() => {
       const [B, L] = indices.shape;

@@ -1,4 +1,4 @@
-// Every parameter of a MergeVQ tokenizer as declared by its modules (spec §2.8 checksum). Used by the
+// Every parameter of a MergeVQ tokenizer as declared by its modules (docs/model.md §2.8 checksum). Used by the
 // model builder and by the analytic parameter count, so both always agree and full-size counts can be
 // checked without allocating the model.
 

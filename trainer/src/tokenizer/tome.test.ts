@@ -1,4 +1,4 @@
-// Spec §2.3 ToMe: bipartite soft matching with protected CLS, deterministic ties, size-weighted merge,
+// docs/model.md §2.3 ToMe: bipartite soft matching with protected CLS, deterministic ties, size-weighted merge,
 // source tracking (columns one-hot, sizes = row sums, mass preserved).
 import assert from "node:assert/strict";
 import { before, describe, it } from "node:test";
@@ -6,7 +6,7 @@ import * as tf from "@tensorflow/tfjs";
 import { selectBackend } from "../backend/select.ts";
 import { bipartitePlan, MergeTracker, matchingScores, mergeTokens } from "./tome.ts";
 
-/** Naive reference of one ToMe step on one sample (spec §2.3 pseudo-code, scatter form). */
+/** Naive reference of one ToMe step on one sample (docs/model.md §2.3 pseudo-code, scatter form). */
 function naiveMerge(x: number[][], s: number[], score: number[][], r: number) {
   const t = x.length;
   const nA = Math.ceil(t / 2);

@@ -1,11 +1,11 @@
-// MergeVQ spec §2.3 "Encoder transformer with token merging (ToMe)": bipartite soft matching with a
+// MergeVQ docs/model.md §2.3 "Encoder transformer with token merging (ToMe)": bipartite soft matching with a
 // protected CLS token, size-weighted averaging, source-matrix tracking, and the exact per-layer merge
 // schedule (`parse_r` / `check_parse_r`, step-first float64 rule). Follows facebookresearch/ToMe
 // `tome/merge.py` (bipartite_soft_matching, merge_wavg, merge_source) with the scatter replaced by
-// assignment-matrix matmuls (spec §2.3 "TF.js" note, §11).
+// assignment-matrix matmuls (docs/model.md §2.3 "TF.js" note, §11).
 //
 // Matching is computed without gradient: the similarity scores are read back to JS, the plan (who merges
-// into whom) is decided there with deterministic index tie-breaking (spec §11), and the merge is applied
+// into whom) is decided there with deterministic index tie-breaking (docs/model.md §11), and the merge is applied
 // as `x_new = (M·(x⊙s)) / (M·s)` with a constant 0/1 assignment matrix M [B, t−r, t].
 import * as tf from "@tensorflow/tfjs";
 
@@ -76,10 +76,10 @@ export interface MergePlan {
 }
 
 /**
- * Bipartite soft matching on precomputed scores (spec §2.3). `score` is row-major [B, |A|, |B|] with
+ * Bipartite soft matching on precomputed scores (docs/model.md §2.3). `score` is row-major [B, |A|, |B|] with
  * A = even positions (A₀ = CLS) and B = odd positions of the current order. Row A₀ is treated as −∞.
  * Ties: dst(a) = lowest b among equal maxima; the ranking of A by best score is a stable descending sort
- * (lower A index first on ties) [decision, spec §11].
+ * (lower A index first on ties) [decision, docs/model.md §11].
  */
 export function bipartitePlan(score: Float32Array, batch: number, t: number, rIn: number): MergePlan {
   const nA = Math.ceil(t / 2);
@@ -135,7 +135,7 @@ export function bipartitePlan(score: Float32Array, batch: number, t: number, rIn
 /**
  * Bookkeeping for one encoder forward: token sizes and, for every original token (CLS at index 0), the
  * position of the group it currently belongs to. The source matrix is rebuilt from `groups` on demand;
- * this equals the spec's `S_new = M·S` updates (columns are one-hot by construction).
+ * this equals the `S_new = M·S` updates of docs/model.md §2.3 (columns are one-hot by construction).
  */
 export class MergeTracker {
   readonly batch: number;

@@ -1,4 +1,4 @@
-// MergeVQ spec §2.5 "Unmerge / source recovery" (learn_source False, all released configs): every
+// MergeVQ docs/model.md §2.5 "Unmerge / source recovery" (learn_source False, all released configs): every
 // original position copies the quantized vector of its group, Z̃_L = Sᵀ·Z̃_K, reshaped raster to the
 // S×S grid. Gradients from the decoder reach every kept token summed over its group.
 import * as tf from "@tensorflow/tfjs";

@@ -1,8 +1,8 @@
-// MergeVQ spec §2.2 (R variant): ViT-B patch embedding replacing the CNN — Conv(3→768, kernel 16,
+// MergeVQ docs/model.md §2.2 (R variant): ViT-B patch embedding replacing the CNN — Conv(3→768, kernel 16,
 // stride 16, bias) + GroupNorm(768 groups, eps 1e-6, affine). No padding and no positional embedding, so
 // the R encoder is permutation-equivariant over patches. The conv is written as patchify + matmul
 // (identical result, gradient available on every backend).
-// [decision] the patch conv uses the PyTorch default init U(±1/√(3·16·16)) (spec §2.7 lists only the
+// [decision] the patch conv uses the PyTorch default init U(±1/√(3·16·16)) (docs/model.md §2.7 lists only the
 // transformer Linear/Conv layers under trunc-normal .02).
 import * as tf from "@tensorflow/tfjs";
 import { groupNorm } from "../nn/groupNorm.ts";

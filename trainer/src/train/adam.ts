@@ -1,4 +1,4 @@
-// Adam (not AdamW) exactly as PyTorch computes it, with explicit, serialisable state (spec §4.3:
+// Adam (not AdamW) exactly as PyTorch computes it, with explicit, serialisable state (docs/model.md §4.3:
 // β = (0.5, 0.9), eps 1e-8, no weight decay). Written by hand instead of tf.train.adam so that the step
 // count and bias corrections are plain numbers (bit-identical resume: no float32 running β-power products)
 // and the moments are addressable by stable parameter names for checkpoints.
@@ -93,7 +93,7 @@ export class NamedAdam {
   }
 }
 
-/** EMA of named parameters: θ_ema ← θ_ema − (1−decay)(θ_ema − θ) (spec §4.3, every micro-batch). */
+/** EMA of named parameters: θ_ema ← θ_ema − (1−decay)(θ_ema − θ) (docs/model.md §4.3, every micro-batch). */
 export class NamedEma {
   readonly shadow = new Map<string, tf.Variable>();
   constructor(

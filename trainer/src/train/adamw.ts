@@ -1,9 +1,9 @@
-// AdamW for Stage II (spec §5.3): β = (0.9, 0.95), eps 1e-8, decoupled weight decay, global gradient-norm
+// AdamW for Stage II (docs/model.md §5.3): β = (0.9, 0.95), eps 1e-8, decoupled weight decay, global gradient-norm
 // clip. Same conventions as the tokenizer's NamedAdam (adam.ts, left untouched): hand-written PyTorch
 // numerics, the step count and bias corrections are plain JS numbers (bit-identical resume), moments keyed
 // by stable parameter names for checkpoints.
 //
-// Weight decay [decision, spec §5.3]: the INTENDED exemption is kept — tensors with ≥ 2 dims (linear
+// Weight decay [decision, docs/model.md §5.3]: the INTENDED exemption is kept — tensors with ≥ 2 dims (linear
 // weights and embedding tables) decay with `weightDecay`, 1-D tensors (RMSNorm weights) get 0. (Upstream's
 // per-step schedule overwrites every group's wd, so it effectively decays the norm weights too.)
 // PyTorch order per parameter: p ← p·(1 − lr·wd); m ← β1 m + (1−β1) g; v ← β2 v + (1−β2) g²;

@@ -29,7 +29,7 @@ export const ARModelSpecSchema = z
   });
 export type ParsedARModelSpec = z.infer<typeof ARModelSpecSchema>;
 
-/** Trainer-side training config (the CRD's spec.training maps onto it in ar/cli.ts); strict. */
+/** Trainer-side training config (the CRD's spec.training maps onto it in commands/ar.ts); strict. */
 export const ARTrainConfigSchema = z
   .object({
     steps: z.number().int().min(1),
@@ -54,8 +54,8 @@ export const ARTrainConfigSchema = z
     /** Minimum seconds between progress.json writes. */
     progressIntervalSeconds: z.number().min(0).default(5),
     /**
-     * NOT an ARTraining CRD field (the operator never sets it; `ar/cli.ts` maps only CRD fields): overrides of
-     * the model's dropout rates, which resolveARConfig fixes at the spec's 0.1 (§5.2, LlamaGen token_dropout_p
+     * NOT an ARTraining CRD field (the operator never sets it; `commands/ar.ts` maps only CRD fields): overrides of
+     * the model's dropout rates, which resolveARConfig fixes at 0.1 (docs/model.md §5.2, LlamaGen token_dropout_p
      * and resid_dropout_p = ffn_dropout_p). An absent rate keeps 0.1. Recorded in the checkpoint's arConfig
      * and trainConfig; not part of the architecture check on resume. Use: { token: 0, resid: 0 } for exact
      * data-parallel equivalence tests (the masks depend on how the batch is split across ranks).

@@ -1,4 +1,4 @@
-// Stage-II data (spec §5.1, §5.3, §5.5 item 1): image batches (with class labels) → codes of the FROZEN
+// Stage-II data (docs/model.md §5.1, §5.3, §5.5 item 1): image batches (with class labels) → codes of the FROZEN
 // tokenizer in eval mode (training: false), tokenised on the fly, → AR training batches.
 //
 //   images     the Stage-I sources, reused: a local ImageNet-layout folder → LocalFolderSource (resize shorter

@@ -68,7 +68,7 @@ export async function buildARTrainer(o: BuildAROptions): Promise<BuiltAR> {
   const notes: string[] = [
     `tokenizer: ${frozen.uri} (step ${frozen.step}, ${frozen.weights === "ema" ? "EMA" : "raw (no EMA in checkpoint)"} weights, ${tc.zChannels} bits, L = ${tc.derived.L})`,
     `AR: size ${arConfig.size}, ${model.paramCount()} params, bits ${arConfig.preBits}/${arConfig.postBits}, MergeAR ${arConfig.mergeAR.enabled ? `on (window ${arConfig.mergeAR.window}, ${arConfig.mergeAR.numMergeTokens} merge tokens)` : "off (K = L)"}`,
-    "weight decay: 1-D tensors (RMSNorm weights) exempt (intended upstream behaviour, spec §5.3 decision)",
+    "weight decay: 1-D tensors (RMSNorm weights) exempt (intended upstream behaviour, docs/model.md §5.3 decision)",
   ];
   if (o.train.dropout)
     notes.push(

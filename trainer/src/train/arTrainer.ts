@@ -1,4 +1,4 @@
-// Stage-II training loop (spec §5.1–5.3, §5.5): the LlamaGen-style AR generator (trainer/src/ar/gpt.ts) on the
+// Stage-II training loop (docs/model.md §5.1–5.3, §5.5): the LlamaGen-style AR generator (trainer/src/ar/gpt.ts) on the
 // codes of a frozen tokenizer (frozenTokenizer.ts, EMA weights, eval mode), tokenised on the fly (arData.ts).
 //
 // Per optimiser step: `accum` micro-batches, each → GPT.loss (CE(pre) + CE(post) over all B·L positions,
@@ -16,7 +16,7 @@
 // with the same per-sample draws (arData.ts), and the loss is a mean over the batch, so they train the same
 // weights up to float rounding — EXCEPT for the model's token/residual dropout, whose masks are drawn per
 // micro-batch tensor and so depend on the split. Training config `dropout: {token, resid}` (not a CRD field;
-// default the spec's 0.1) turns them off for that check (test/integration/dist-ar-equivalence.test.ts).
+// default 0.1, docs/model.md §5.2) turns them off for that check (test/integration/dist-ar-equivalence.test.ts).
 // Data parallel exactly like the tokenizer trainer: initial state broadcast from rank 0 (syncFromRank0),
 // gradients averaged every optimiser step (bit-identical on all ranks), losses averaged on log steps, only
 // rank 0 writes checkpoints (with every rank's data state gathered), progress.json and metrics.json.

@@ -1,4 +1,4 @@
-// Stage-I training configuration (spec §4; upstream `configs/gpu_s1/*.yaml` loss/optimiser values as
+// Stage-I training configuration (docs/model.md §4; upstream `configs/gpu_s1/*.yaml` loss/optimiser values as
 // defaults). Strict: an unknown field is an error naming the field. This is the JSON accepted in
 // MERGEVQ_TRAIN_CONFIG and in `--train-config`.
 import { z } from "zod";
@@ -7,7 +7,7 @@ const uriOrMode = z.string().min(1);
 
 export const TrainConfigSchema = z
   .object({
-    /** Optimiser (G) steps to train for; the step counter counts G steps only (spec §1). When absent,
+    /** Optimiser (G) steps to train for; the step counter counts G steps only (docs/model.md §1). When absent,
      *  buildTrainer uses the model config's `train.epochs` × optimiser steps per epoch. */
     steps: z.number().int().min(0).default(1000),
     /** Micro-batch size per rank. */

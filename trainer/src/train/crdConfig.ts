@@ -2,7 +2,7 @@
 //
 //   MERGEVQ_MODEL_CONFIG = JSON of TokenizerTraining `spec.model` (operator/src/api/v1alpha1/tokenizertraining.ts
 //     `TokenizerModel`): preset | variant+size, imageSize, keepTokens, evalKeepTokens, codebookBits, teacherUri,
-//     perceptualUri, overrides. Mapped onto resolveConfig (trainer/src/config/tokenizer.ts):
+//     perceptualUri, overrides. Mapped onto resolveConfig (trainer/src/tokenizer/config.ts):
 //       preset T0/T1/T2           → that preset
 //       variant+size              → preset `<variant>_<size>` (R d64 → R_vitb_d64)
 //       imageSize                 → resolution

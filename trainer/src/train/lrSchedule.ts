@@ -1,4 +1,4 @@
-// Stage-II learning-rate schedule (spec §5.3, VAR-style `lr_wd_annealing` with sche_type "lin0", wp0 0.005,
+// Stage-II learning-rate schedule (docs/model.md §5.3, VAR-style `lr_wd_annealing` with sche_type "lin0", wp0 0.005,
 // wpe 0.1) counted in TRUE optimiser steps ([decision]; upstream counts warm-up/horizon in dataloader batches).
 // `step` is the 0-based index of the optimiser step about to be applied (0 … totalSteps−1):
 //   warm-up   step < W:                  lr = peak · (0.005 + 0.995 · step / W)

@@ -35,7 +35,7 @@ export function trainDefaultsFromModel(c: ResolvedTokenizerConfig): Record<strin
     batchSize: t.batchSize,
     accum: t.gradAccum,
     gradClip: t.gradClip,
-    // Spec §10: the tiny configs use PatchGAN ndf 16, n_layers 2; full configs ndf 64, n_layers 3 (§4.2).
+    // docs/model.md §10: the tiny configs use PatchGAN ndf 16, n_layers 2; full configs ndf 64, n_layers 3 (§4.2).
     // (The model config has no discriminator fields yet; the T* preset names stand for "tiny".)
     discriminator: /^T\d/.test(c.name) ? { ndf: 16, nLayers: 2 } : { ndf: 64, nLayers: 3 },
     weights: {

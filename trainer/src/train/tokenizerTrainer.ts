@@ -1,4 +1,4 @@
-// Stage-I training loop (spec §4.1–4.3, pitfalls 10–13):
+// Stage-I training loop (docs/model.md §4.1–4.3, pitfalls 10–13):
 //   per micro-batch: choose K (deterministic 100-batch cycle) → generatorStep (L1 + LPIPS + 0.1·NS-GAN +
 //   0.1·entropy + 0.25·commitment + w_cls·KL alignment; grads of G only) → discriminatorStep on the same,
 //   detached x̂ (hinge + 0.01·LeCam; grads of D only — the upstream G→D leak is not reproduced) → EMA of

@@ -1,5 +1,5 @@
 // ARTraining: Stage II — train the LlamaGen-style AR generator (factorised heads, 2D RoPE) on the codes of a
-// frozen tokenizer produced by a TokenizerTraining, optionally with MergeAR (spec §5).
+// frozen tokenizer produced by a TokenizerTraining, optionally with MergeAR (docs/model.md §5).
 import { z } from "zod";
 import {
   ageColumn,
@@ -27,7 +27,9 @@ export const ARModel = withRules(
       size: z
         .enum(["tiny", "B", "L", "XL"])
         .default("B")
-        .describe("tiny: dim 64 CPU test model (spec §10). B 343.6M, L 804.4M, XL 1.49B (spec §5.2)."),
+        .describe(
+          "tiny: dim 64 CPU test model (docs/model.md §10). B 343.6M, L 804.4M, XL 1.49B (docs/model.md §5.2).",
+        ),
       numClasses: z
         .number()
         .int()
@@ -50,7 +52,7 @@ export const ARModel = withRules(
           window: z.number().int().min(0).max(64).default(2).describe("Recent-token window w that is always visible."),
         })
         .default({ enabled: false, window: 2 })
-        .describe("MergeAR (paper §5.5, implemented per the spec's [decision]); off = released-code behaviour."),
+        .describe("MergeAR (paper; implemented as decided in docs/model.md §5.5); off = released-code behaviour."),
     })
     .meta({ "x-kubernetes-validations": [immutable("model")] })
     .describe("AR generator architecture."),
@@ -76,7 +78,7 @@ export const ARTrainingParams = withRules(
         .int()
         .min(0)
         .default(0)
-        .describe("Linear warm-up steps (true optimiser steps, spec §5.3 [decision])."),
+        .describe("Linear warm-up steps (true optimiser steps, docs/model.md §5.3 [decision])."),
       weightDecay: z.number().min(0).max(1).default(0.05).describe("Decoupled weight decay."),
       gradClip: z.number().gt(0).default(1).describe("Global gradient-norm clip."),
       seed: z.number().int().min(0).max(2147483647).default(0).describe("Global seed."),

@@ -1,5 +1,5 @@
 // SamplingJob: generate images with a trained ARTraining model (+ its tokenizer), fanned out into shards with
-// per-shard retry and idempotent outputs, then a reduce step computes gFID / IS (spec §5.4, §6.2).
+// per-shard retry and idempotent outputs, then a reduce step computes gFID / IS (docs/model.md §5.4, §6.2).
 import { z } from "zod";
 import {
   ageColumn,

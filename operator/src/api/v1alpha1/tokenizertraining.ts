@@ -1,4 +1,4 @@
-// TokenizerTraining: Stage I of MergeVQ — train the token-merging LFQ tokenizer (spec §1–4), evaluate rFID.
+// TokenizerTraining: Stage I of MergeVQ — train the token-merging LFQ tokenizer (docs/model.md §1–4), evaluate rFID.
 import { z } from "zod";
 import {
   ageColumn,
@@ -28,7 +28,9 @@ export const TokenizerModel = withRules(
       preset: z
         .enum(["T0", "T1", "T2"])
         .optional()
-        .describe("Tiny CPU config (spec §10): T0 GR-tiny 32², T1 GR-small 64², T2 G-tiny 32². Excludes variant/size."),
+        .describe(
+          "Tiny CPU config (docs/model.md §10): T0 GR-tiny 32², T1 GR-small 64², T2 G-tiny 32². Excludes variant/size.",
+        ),
       variant: z
         .enum(["G", "GR", "R"])
         .optional()
