@@ -22,12 +22,10 @@
 import { existsSync, readFileSync } from "node:fs";
 import { z } from "zod";
 import { ENV } from "../../../common/src/contract.ts";
-import { parseEnv } from "../../../common/src/env.ts";
-import { createLogger, type Logger } from "../../../common/src/logger.ts";
+import type { Logger } from "../../../common/src/logger.ts";
 import { selectBackend } from "../backend/select.ts";
 import { isShardDataset } from "../data/dataset.ts";
 import { listImageFolder } from "../data/localFolder.ts";
-import { rankFromEnv } from "../data/rank.ts";
 import { toLocalPath, uriScheme } from "../io/uri.ts";
 import {
   ARConfigError,
@@ -42,11 +40,12 @@ import {
   CliError,
   type CliResult,
   intFlag,
+  type JobContext,
   numberFlag,
-  parseFlags,
   parseJson,
   registerS3For,
   runTrainingJob,
+  startTrainingCommand,
   TRAINING_ENV,
   TRAINING_FLAGS,
   trainingPaths,
@@ -128,10 +127,13 @@ export async function arMain(argv: string[], log?: Logger): Promise<CliResult> {
   } else {
     throw new CliError(`unknown command "${argv.slice(0, 2).join(" ")}"\n${AR_USAGE}`);
   }
-  const values = parseFlags(rest, OPTIONS, AR_USAGE);
-  const env = parseEnv(ContractEnv);
-  const { rank, worldSize } = rankFromEnv();
-  const logger = log ?? createLogger({ component: "ar-trainer", run: env[ENV.RUN], rank });
+  const { values, env, rank, worldSize, logger } = startTrainingCommand(rest, {
+    options: OPTIONS,
+    usage: AR_USAGE,
+    env: ContractEnv,
+    component: "ar-trainer",
+    log,
+  });
 
   const tokenizerUri = values.tokenizer ?? env[ENV.TOKENIZER_CHECKPOINT];
   const tokenizerSource = values.tokenizer ? "--tokenizer" : ENV.TOKENIZER_CHECKPOINT;
@@ -246,15 +248,9 @@ export async function arMain(argv: string[], log?: Logger): Promise<CliResult> {
   const { trainer } = built;
   const notes = [...built.notes];
 
-  return runTrainingJob({
-    trainer,
-    env,
-    resumeFlag: values.resume,
-    checkpointDir,
-    rank,
-    worldSize,
+  const ctx: JobContext = { env, resumeFlag: values.resume, checkpointDir, rank, worldSize, log: logger };
+  return runTrainingJob(trainer, ctx, {
     hashed: { arConfig: built.arConfig, train, data, tokenizer: tokenizerUri, worldSize },
-    log: logger,
     notes,
     closeData: () => built.data.close(),
     finish: async (summary) => {

@@ -5,8 +5,9 @@
 import { parseArgs } from "node:util";
 import { z } from "zod";
 import { ENV, type FinalReport } from "../../../common/src/contract.ts";
-import { envInt, envUri } from "../../../common/src/env.ts";
-import type { Logger } from "../../../common/src/logger.ts";
+import { envInt, envUri, parseEnv } from "../../../common/src/env.ts";
+import { createLogger, type Logger } from "../../../common/src/logger.ts";
+import { rankFromEnv } from "../data/rank.ts";
 import type { ProcessGroup } from "../dist/processGroup.ts";
 import { CheckpointError, latestCheckpoint } from "../io/checkpoint.ts";
 import { nonFiniteReport, writeTermination } from "../io/status.ts";
@@ -186,8 +187,24 @@ export interface JobTrainer<S> {
  * on every rank) → train → leave the group → (rank 0) `finish` computes the final metrics → metrics.json and the
  * termination message. A NaN/Inf stop writes its own termination message before rethrowing.
  */
-export async function runTrainingJob<S>(job: {
-  trainer: JobTrainer<S>;
+/**
+ * The start of both training commands: flags (parse errors name the flag, then `usage`), the env contract
+ * (errors name the variable), this process's rank, and the run/rank-tagged logger.
+ */
+export function startTrainingCommand<O extends Record<string, { type: "string" | "boolean" }>, S extends z.ZodObject>(
+  args: string[],
+  o: { options: O; usage: string; env: S; component: string; log?: Logger },
+) {
+  const values = parseFlags(args, o.options, o.usage);
+  const env = parseEnv(o.env);
+  const { rank, worldSize } = rankFromEnv();
+  const run = (env as Record<string, unknown>)[ENV.RUN] as string | undefined;
+  const logger = o.log ?? createLogger({ component: o.component, run, rank });
+  return { values, env, rank, worldSize, logger };
+}
+
+/** Where and as which rank a training command runs (what runTrainingJob needs besides the trainer). */
+export interface JobContext {
   env: { [ENV.RESUME_FROM]?: string; [ENV.ATTEMPT]?: string; [ENV.CHECKPOINT_SAVE_ON_SIGTERM]?: string } & {
     [ENV.TERMINATION_MESSAGE_PATH]?: string;
   };
@@ -195,23 +212,32 @@ export async function runTrainingJob<S>(job: {
   checkpointDir: string;
   rank: number;
   worldSize: number;
-  hashed: unknown;
   log: Logger;
-  notes: string[];
-  /** Release the data source (after the process group is left). */
-  closeData(): void;
-  /** Rank 0, after training: the final metrics (and any images written). */
-  finish(summary: S): Promise<{ metrics: Record<string, number>; imageUris?: string[] }>;
-}): Promise<CliResult> {
-  const { trainer, env, log, notes } = job;
+}
+
+export async function runTrainingJob<S>(
+  trainer: JobTrainer<S>,
+  ctx: JobContext,
+  job: {
+    /** Everything that must match across ranks (hashed at the rendezvous). */
+    hashed: unknown;
+    notes: string[];
+    /** Release the data source (after the process group is left). */
+    closeData(): void;
+    /** Rank 0, after training: the final metrics (and any images written). */
+    finish(summary: S): Promise<{ metrics: Record<string, number>; imageUris?: string[] }>;
+  },
+): Promise<CliResult> {
+  const { env, log } = ctx;
+  const { notes } = job;
   installSigtermCheckpoint(env, log);
-  const resume = await resumeFrom(job.resumeFlag, env, job.checkpointDir);
+  const resume = await resumeFrom(ctx.resumeFlag, env, ctx.checkpointDir);
   if (resume) {
-    const src = job.resumeFlag
+    const src = ctx.resumeFlag
       ? "--resume"
       : env[ENV.RESUME_FROM]
         ? ENV.RESUME_FROM
-        : `latest under ${job.checkpointDir}`;
+        : `latest under ${ctx.checkpointDir}`;
     try {
       await trainer.resume(resume);
     } catch (e) {
@@ -220,13 +246,13 @@ export async function runTrainingJob<S>(job: {
     }
     notes.push(`resumed from ${resume} (step ${trainer.step})`);
   }
-  const pg = job.worldSize > 1 ? await joinProcessGroup(trainer, job.hashed, log) : undefined;
+  const pg = ctx.worldSize > 1 ? await joinProcessGroup(trainer, job.hashed, log) : undefined;
   try {
     const summary = await trainer.run();
     // Leave the group before rank 0's (possibly long) evaluation: nobody waits in a collective meanwhile.
     await pg?.close();
     job.closeData();
-    if (job.rank !== 0) {
+    if (ctx.rank !== 0) {
       log.info({ step: trainer.step }, "training finished on this rank; rank 0 reports");
       return { report: { metrics: {}, step: trainer.step } };
     }
@@ -246,7 +272,7 @@ export async function runTrainingJob<S>(job: {
     log.info({ metrics, checkpoint: trainer.lastCheckpoint }, "training finished");
     return { report };
   } catch (e) {
-    if (e instanceof NonFiniteLossError && job.rank === 0)
+    if (e instanceof NonFiniteLossError && ctx.rank === 0)
       writeTermination(env[ENV.TERMINATION_MESSAGE_PATH], nonFiniteReport(e));
     throw e;
   }

@@ -26,11 +26,10 @@ import * as tf from "@tensorflow/tfjs";
 import sharp from "sharp";
 import { z } from "zod";
 import { ENV, type FinalReport } from "../../../common/src/contract.ts";
-import { envUri, parseEnv } from "../../../common/src/env.ts";
-import { createLogger, type Logger } from "../../../common/src/logger.ts";
+import { envUri } from "../../../common/src/env.ts";
+import type { Logger } from "../../../common/src/logger.ts";
 import { selectBackend } from "../backend/select.ts";
 import { type BatchSource, disposeBatch } from "../data/localFolder.ts";
-import { rankFromEnv } from "../data/rank.ts";
 import { InceptionExtractor } from "../eval/inception.ts";
 import { computeRfidPerK, type ReconstructionBatch } from "../eval/rfid.ts";
 import { latestCheckpoint } from "../io/checkpoint.ts";
@@ -45,10 +44,11 @@ import {
   CliError,
   type CliResult,
   intFlag,
-  parseFlags,
+  type JobContext,
   parseJson,
   registerS3For,
   runTrainingJob,
+  startTrainingCommand,
   TRAINING_ENV,
   TRAINING_FLAGS,
   trainingPaths,
@@ -129,15 +129,18 @@ export async function tokenizerMain(argv: string[], log?: Logger): Promise<CliRe
   if (group !== "tokenizer" || !["train", "eval", "reconstruct"].includes(command ?? "")) {
     throw new CliError(`unknown command "${[group, command].filter(Boolean).join(" ")}"`);
   }
-  const values = parseFlags(rest, OPTIONS, TOKENIZER_USAGE[command as keyof typeof TOKENIZER_USAGE]);
-  const env = parseEnv(ContractEnv);
-  const { rank, worldSize } = rankFromEnv();
+  const { values, env, rank, worldSize, logger } = startTrainingCommand(rest, {
+    options: OPTIONS,
+    usage: TOKENIZER_USAGE[command as keyof typeof TOKENIZER_USAGE],
+    env: ContractEnv,
+    component: "trainer",
+    log,
+  });
   if (worldSize > 1 && command !== "train") {
     throw new CliError(
       `WORLD_SIZE: ${worldSize} ranks: only "tokenizer train" runs data-parallel; run ${command} with WORLD_SIZE=1`,
     );
   }
-  const logger = log ?? createLogger({ component: "trainer", run: env[ENV.RUN], rank });
   await registerS3For([
     values.out,
     values.data ?? env[ENV.DATASET_URI],
@@ -239,16 +242,10 @@ export async function tokenizerMain(argv: string[], log?: Logger): Promise<CliRe
   const images = intFlag("images", values.images, 1);
 
   if (command === "train") {
-    return runTrainingJob({
-      trainer,
-      env,
-      resumeFlag: values.resume,
-      checkpointDir,
-      rank,
-      worldSize,
+    const ctx: JobContext = { env, resumeFlag: values.resume, checkpointDir, rank, worldSize, log: logger };
+    return runTrainingJob(trainer, ctx, {
       // Everything that must match across ranks: model, training config, data, world.
       hashed: { model: resolvedModel, train: built.trainConfig, data, worldSize },
-      log: logger,
       notes,
       closeData: () => built.data.close?.(),
       finish: async (last) => {

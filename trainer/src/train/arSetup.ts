@@ -7,7 +7,7 @@ import { type FrozenTokenizer, loadFrozenTokenizer } from "../tokenizer/frozen.t
 import type { ARTrainConfig, ParsedARModelSpec } from "./arConfig.ts";
 import { ARDataSource, openImageSource } from "./arData.ts";
 import { ARTrainer } from "./arTrainer.ts";
-import type { RunDeps } from "./runReport.ts";
+import { type RunDeps, runDepsOf } from "./runReport.ts";
 
 /** The resolved AR config with the training config's dropout overrides (absent rates unchanged). */
 export function withDropout(c: ARConfig, d: ARTrainConfig["dropout"]): ARConfig {
@@ -106,13 +106,7 @@ export async function buildARTrainer(o: BuildAROptions): Promise<BuiltAR> {
     data,
     cfg: o.train,
     tokenizer: { uri: frozen.uri, step: frozen.step, weights: frozen.weights },
-    log: o.log,
-    rank,
-    worldSize,
-    checkpointDir: o.checkpointDir,
-    statusUri: o.statusUri,
-    backend: o.backend,
-    pg: o.pg,
+    ...runDepsOf(o),
   });
   o.log.info(
     {

@@ -50,6 +50,12 @@ export interface RunDeps {
   pg?: ProcessGroup;
 }
 
+/** The RunDeps fields of a larger options object (rank and world size defaulted). */
+export function runDepsOf(o: RunDeps): Required<Pick<RunDeps, "rank" | "worldSize">> & RunDeps {
+  const { log, rank = 0, worldSize = 1, checkpointDir, statusUri, backend, pg } = o;
+  return { log, rank, worldSize, checkpointDir, statusUri, backend, pg };
+}
+
 /** The training-config fields the report reads (live: the tokenizer's config is completed after construction). */
 export interface RunReportConfig {
   progressIntervalSeconds: number;

@@ -20,7 +20,7 @@ import { MergeVQTokenizer } from "../tokenizer/mergevq.ts";
 import { cacheRoot } from "../util/cache.ts";
 import { Rng, rankSeed } from "../util/rng.ts";
 import { parseTrainConfig, type TrainConfig } from "./config.ts";
-import type { RunDeps } from "./runReport.ts";
+import { type RunDeps, runDepsOf } from "./runReport.ts";
 import { type ModelTrainingInfo, TokenizerTrainer } from "./tokenizerTrainer.ts";
 
 /** Training-config defaults taken from the model config's `train` block (spec per-config values). */
@@ -234,13 +234,7 @@ export async function buildTrainer(o: BuildOptions): Promise<Built> {
     teacher,
     data,
     cfg,
-    log: o.log,
-    rank,
-    worldSize,
-    checkpointDir: o.checkpointDir,
-    statusUri: o.statusUri,
-    backend: o.backend,
-    pg: o.pg,
+    ...runDepsOf(o),
   });
   o.log.info(
     {

@@ -112,27 +112,21 @@ export class TokenizerTrainer extends TrainingLoop {
     this.lecam = new LeCamEma(0, 0, 0.999);
   }
 
+  /** Generator (G, checkpointed as g/ and adam_g/) and discriminator (D: d/, adam_d/), each with its Adam. */
   protected paramGroups(): ParamGroup[] {
-    return [
-      {
-        key: "G",
-        vars: this.genVars,
-        optimizer: this.adamG,
-        prefix: "g/",
-        optimizerPrefix: "adam_g/",
-        optimizerMeta: "adamG",
-        normName: "gradNormG",
-      },
-      {
-        key: "D",
-        vars: this.discVars,
-        optimizer: this.adamD,
-        prefix: "d/",
-        optimizerPrefix: "adam_d/",
-        optimizerMeta: "adamD",
-        normName: "gradNormD",
-      },
-    ];
+    const group = (key: "G" | "D", vars: Map<string, tf.Variable>, optimizer: NamedAdam): ParamGroup => {
+      const k = key.toLowerCase();
+      return {
+        key,
+        vars,
+        optimizer,
+        prefix: `${k}/`,
+        optimizerPrefix: `adam_${k}/`,
+        optimizerMeta: `adam${key}`,
+        normName: `gradNorm${key}`,
+      };
+    };
+    return [group("G", this.genVars, this.adamG), group("D", this.discVars, this.adamD)];
   }
 
   get stepsPerEpoch(): number {
