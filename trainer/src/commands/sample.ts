@@ -65,9 +65,6 @@ ${ENV_NOTE}`,
 Inception mean and covariance of real images (centre crops), the reference of gFID.`,
 } as const;
 
-/** Every sampling command's usage (top-level help). */
-export const SAMPLE_USAGE = Object.values(SAMPLING_USAGE).join("\n");
-
 /**
  * The env contract of a sampling pod. `command` is the step this process runs: the operator sets MERGEVQ_STEP on
  * SamplingJob pods, so a pod whose command line was overridden to run the other step fails at once, naming both.

@@ -21,12 +21,6 @@ export interface FeatureNetSpec {
   taps: number[];
 }
 
-/** Torchvision VGG16 `features` up to relu5_3, LPIPS taps relu1_2, relu2_2, relu3_3, relu4_3, relu5_3. */
-export const VGG16_LPIPS: Omit<FeatureNetSpec, "generated" | "name"> = {
-  layers: [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512],
-  taps: [1, 3, 6, 9, 12],
-};
-
 /** LPIPS ScalingLayer constants (inputs in [−1,1]). */
 const SHIFT = [-0.03, -0.088, -0.188];
 const SCALE = [0.458, 0.448, 0.45];

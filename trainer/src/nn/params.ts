@@ -131,16 +131,6 @@ export class ParamStore implements Params {
   }
 }
 
-/** Plain map of tensors (tests, frozen copies) exposed through the same `Params` interface. */
-export class MapParams implements Params {
-  constructor(private readonly m: ReadonlyMap<string, tf.Tensor>) {}
-  get(name: string): tf.Tensor {
-    const v = this.m.get(name);
-    if (!v) throw new Error(`unknown parameter ${name}`);
-    return v;
-  }
-}
-
 /**
  * `tf.tidy` for functions returning interfaces of tensors (TypeScript interfaces lack the index signature
  * of `TensorContainer`; the runtime keeps every tensor reachable in the returned object).

@@ -10,15 +10,6 @@
 // is ever materialised or kept for backprop.
 import * as tf from "@tensorflow/tfjs";
 
-/** Identity forward, zero gradient (tfjs has no stop_gradient op). */
-export function stopGradient<T extends tf.Tensor>(x: T): T {
-  const f = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
-    const xi = args[0] as tf.Tensor;
-    return { value: tf.clone(xi), gradFunc: (dy: tf.Tensor) => tf.zerosLike(dy) };
-  });
-  return f(x) as T;
-}
-
 /** ±1 codes of z (z > 0 → +1, else −1), no gradient. */
 function signValues(z: tf.Tensor): tf.Tensor {
   return tf.sub(tf.mul(tf.cast(tf.greater(z, 0), "float32"), 2), 1);
