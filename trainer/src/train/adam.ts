@@ -93,7 +93,7 @@ export class NamedAdam {
   }
 }
 
-/** EMA of named parameters: θ_ema ← θ_ema − (1−decay)(θ_ema − θ) (docs/model.md §4.3, every micro-batch). */
+/** EMA of named parameters: θ_ema ← θ_ema − (1−decay)(θ_ema − θ) (docs/model.md §4.3, after every micro-batch). */
 export class NamedEma {
   readonly shadow = new Map<string, tf.Variable>();
   constructor(

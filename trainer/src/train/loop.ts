@@ -4,8 +4,9 @@
 // rate of each step and the extra contents of its checkpoints. Everything else lives here:
 //
 //   trainStep():  for a in 0..accum-1: forwardBackward(a) → NaN/Inf guard on its losses → afterMicroStep()
-//                 then per group: [WORLD_SIZE > 1: average the accumulated gradients over ranks]
-//                 → global norm → NaN/Inf guard → clip (gradClip) → optimiser step with lrAt(step) → step += 1
+//                 (the last micro-batch's after the optimiser steps), with per group in between:
+//                 [WORLD_SIZE > 1: average the accumulated gradients over ranks] → global norm → NaN/Inf guard
+//                 → clip (gradClip) → optimiser step with lrAt(step); then step += 1
 //   run():        trainStep until cfg.steps; every logEvery steps a "train progress" line (losses averaged over
 //                 ranks, throughput, ETA); at each step boundary the periodic checkpoint, the SIGTERM stop and
 //                 progress.json (RunReport); a final checkpoint when the last step has none.
@@ -167,7 +168,10 @@ export abstract class TrainingLoop {
     return {};
   }
   protected setScalarState(_s: Record<string, unknown>): void {}
-  /** After each micro-batch (tokenizer: EMA update, micro-step counter). */
+  /**
+   * After each micro-batch, once its updates are applied: right after it inside the accumulation window, after
+   * the optimiser steps for the window's last one (tokenizer: EMA update, micro-step counter).
+   */
   protected afterMicroStep(): void {}
   /** Keys averaged over the log window for the progress line; empty = the last step's values. */
   protected readonly windowKeys: readonly string[] = [];
@@ -264,7 +268,8 @@ export abstract class TrainingLoop {
       const l = await this.forwardBackward(a);
       this.guardLosses(l);
       for (const [k, v] of Object.entries(l)) sums[k] = (sums[k] ?? 0) + v / accum;
-      this.afterMicroStep();
+      // The last micro-batch of the window is finished only once the optimiser steps below are applied.
+      if (a < accum - 1) this.afterMicroStep();
     }
     // Average over ranks (bit-identical on every rank), then norms: identical everywhere, so all ranks stop together.
     const grads = new Map<ParamGroup, Map<string, tf.Tensor>>();
@@ -289,6 +294,7 @@ export abstract class TrainingLoop {
       if (c.clipped) for (const t of c.grads.values()) t.dispose();
     }
     this.dropAccumulated();
+    this.afterMicroStep();
     this.step++;
     return { ...sums, ...norms, lr };
   }

@@ -142,3 +142,28 @@ test("a checkpoint with a different architecture is refused with the differing f
     (e: Error) => e instanceof CheckpointError && /discriminator\.ndf: checkpoint=16 current=8/.test(e.message),
   );
 });
+
+/** The checkpoint's tensor `name` as float64 values. */
+function values(b: Awaited<ReturnType<typeof build>>, name: string): Float64Array {
+  const t = b.trainer.toCheckpoint().tensors.get(name);
+  assert.ok(t, `checkpoint has ${name}`);
+  return Float64Array.from(t.data);
+}
+
+test("the EMA of a window's last micro-batch is taken after the optimiser step (reference order)", async () => {
+  // decay 0.5 makes the order visible: after one step of 2 micro-batches the EMA is (w0 + w1) / 2 when it is
+  // updated after the step; updated before it, it would still equal w0.
+  const b = await build(1, { emaDecay: 0.5 });
+  const name = [...b.trainer.toCheckpoint().tensors.keys()].find((n) => n.startsWith("g/")) as string;
+  const w0 = values(b, name);
+  await b.trainer.trainStep();
+  const w1 = values(b, name);
+  const ema = values(b, `ema/${name.slice(2)}`);
+  let moved = 0;
+  for (let i = 0; i < w0.length; i++) {
+    moved = Math.max(moved, Math.abs(w1[i] - w0[i]));
+    assert.ok(Math.abs(ema[i] - (w0[i] + w1[i]) / 2) <= 1e-6, `${name}[${i}]: ema ${ema[i]} w0 ${w0[i]} w1 ${w1[i]}`);
+  }
+  assert.ok(moved > 1e-6, "the step moved the weights");
+  b.trainer.dispose();
+});

@@ -259,7 +259,10 @@ export class TokenizerTrainer extends TrainingLoop {
     }
   }
 
-  /** EMA of every trainable parameter after each micro-batch; the K cycle advances. */
+  /**
+   * EMA of every trainable parameter after each micro-batch, once that micro-batch's optimiser steps (if it
+   * ends the accumulation window) are applied — the reference order (docs/model.md §4.3); the K cycle advances.
+   */
   protected override afterMicroStep(): void {
     this.ema.update();
     this.microStep++;
