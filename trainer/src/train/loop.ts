@@ -276,6 +276,9 @@ export abstract class TrainingLoop {
     for (const group of this.groups) {
       const local = this.accumulated(group);
       this.acc.delete(group.key);
+      // A group no micro-step produced gradients for (the tokenizer's discriminator while the GAN is off) is
+      // not stepped at all. The condition is the same on every rank (it depends on the step only).
+      if (local.size === 0) continue;
       grads.set(
         group,
         this.pg ? await averageGradients(this.pg, local, { disposeInputs: true, key: `grads/${group.key}` }) : local,

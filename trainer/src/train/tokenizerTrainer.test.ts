@@ -167,3 +167,30 @@ test("the EMA of a window's last micro-batch is taken after the optimiser step (
   assert.ok(moved > 1e-6, "the step moved the weights");
   b.trainer.dispose();
 });
+
+test("the discriminator is not run or stepped while the GAN is off (weight 0, or before discStart)", async () => {
+  const off = await build(2, { weights: { generator: 0 } });
+  const d0 = values(off, "d/" + [...off.trainer.disc.getWeights().keys()][0]);
+  let last = await off.trainer.trainStep();
+  last = await off.trainer.trainStep();
+  const ck = off.trainer.toCheckpoint();
+  assert.equal((ck.meta.adamD as { t: number }).t, 0, "no Adam step on D");
+  assert.equal((ck.meta.adamG as { t: number }).t, 2);
+  assert.deepEqual(ck.meta.lecam, { emaReal: 0, emaFake: 0 });
+  assert.deepEqual(values(off, "d/" + [...off.trainer.disc.getWeights().keys()][0]), d0, "D unchanged");
+  assert.equal(last.d_hinge, undefined, "no discriminator loss computed");
+  off.trainer.dispose();
+
+  const late = await build(2, { discStart: 1 });
+  const dName = "d/" + [...late.trainer.disc.getWeights().keys()][0];
+  const before = values(late, dName);
+  assert.equal(late.trainer.discriminatorActive(), false);
+  await late.trainer.trainStep();
+  assert.deepEqual(values(late, dName), before, "step 0 < discStart: D unchanged");
+  assert.equal(late.trainer.discriminatorActive(), true);
+  const second = await late.trainer.trainStep();
+  assert.ok(Number.isFinite(second.d_hinge), "from discStart on D trains");
+  assert.notDeepEqual(values(late, dName), before);
+  assert.equal((late.trainer.toCheckpoint().meta.adamD as { t: number }).t, 1);
+  late.trainer.dispose();
+});

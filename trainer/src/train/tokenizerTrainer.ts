@@ -147,6 +147,15 @@ export class TokenizerTrainer extends TrainingLoop {
     return candidateForBatch(this.info.candidates, this.microStep);
   }
 
+  /**
+   * Whether the GAN is on at this step: a positive generator GAN weight, from discStart on (adopt_weight). When
+   * it is off, the discriminator's forward, backward and Adam step are skipped (they would change nothing the
+   * generator sees).
+   */
+  discriminatorActive(): boolean {
+    return adoptWeight(this.cfg.weights.generator, this.step, this.cfg.discStart) > 0;
+  }
+
   private clsWeight(): number {
     return this.cfg.weights.cls ?? this.info.clsWeight;
   }
@@ -250,7 +259,8 @@ export class TokenizerTrainer extends TrainingLoop {
       const g = await this.generatorStep(batch, cand.K);
       g.indices.dispose();
       try {
-        return { ...g.losses, ...(await this.discriminatorStep(batch, g.recon)), K: cand.K };
+        const d = this.discriminatorActive() ? await this.discriminatorStep(batch, g.recon) : {};
+        return { ...g.losses, ...d, K: cand.K };
       } finally {
         g.recon.dispose();
       }
