@@ -90,3 +90,16 @@ test("state round trip: a resumed source yields the same samples, also mid-batch
   a.close();
   b.close();
 });
+
+test("indexInEpoch counts the rank's batches within the epoch and restarts at the cap", async () => {
+  const a = await open(0, 2);
+  const seen: number[] = [];
+  for (let i = 0; i < 6; i++) {
+    const b = await a.next(3);
+    seen.push(b.indexInEpoch as number);
+    disposeBatch(b);
+  }
+  // stepsCap 4 batches of 3 per epoch on each rank (see above).
+  assert.deepEqual(seen, [0, 1, 2, 3, 0, 1]);
+  a.close();
+});

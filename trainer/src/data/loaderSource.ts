@@ -164,11 +164,14 @@ export class LoaderSource implements BatchSource {
     const labels = new Int32Array(n);
     const files: string[] = [];
     let filled = 0;
+    let indexInEpoch: number | undefined;
     while (filled < n) {
       if (!this.cur || this.offset >= this.cur.size) {
         this.cur = await this.nextLoaderBatch();
         this.state = { kind: "loader", epoch: this.cur.epoch, batch: this.cur.index, offset: this.offset };
       }
+      // Samples of this epoch consumed before this batch ÷ n (the loader's batches hold opts.batchSize samples).
+      indexInEpoch ??= Math.floor((this.cur.index * this.opts.batchSize + this.offset) / n);
       const b = this.cur;
       const take = Math.min(n - filled, b.size - this.offset);
       const copy = (src: Float32Array | undefined, dst: Float32Array | undefined, side: number | undefined) => {
@@ -195,6 +198,7 @@ export class LoaderSource implements BatchSource {
       studentView: sv && student ? tf.tensor4d(sv, [n, student, student, 3]) : undefined,
       labels,
       files,
+      indexInEpoch,
     };
   }
 

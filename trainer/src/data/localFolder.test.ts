@@ -40,3 +40,23 @@ test("ranks partition every epoch when they share the order seed", async () => {
   }
   assert.notDeepEqual(epochs[0][0], epochs[1][0], "each epoch is reshuffled");
 });
+
+test("indexInEpoch counts batches within the epoch, restarts each epoch and survives a resume", async () => {
+  await tf.setBackend("cpu");
+  const root = await mkdtemp(path.join(os.tmpdir(), "mvq-folder-idx-"));
+  await writeSyntheticImageNet(root, 3, 4, "train"); // 12 images: 3 batches of 4 per epoch
+  const open = () => LocalFolderSource.open({ root, split: "train", size: 16, augment: false, seed: 1 });
+  const src = await open();
+  const seen: number[] = [];
+  for (let i = 0; i < 5; i++) {
+    const b = await src.next(4);
+    seen.push(b.indexInEpoch as number);
+    disposeBatch(b);
+  }
+  assert.deepEqual(seen, [0, 1, 2, 0, 1]);
+  const resumed = await open();
+  resumed.setState(src.getState());
+  const b = await resumed.next(4);
+  assert.equal(b.indexInEpoch, 2);
+  disposeBatch(b);
+});

@@ -26,6 +26,11 @@ export interface TrainBatch {
   labels: Int32Array;
   /** Source file of each sample (for logs/debugging). */
   files: string[];
+  /**
+   * Index of this batch within its epoch (0 for an epoch's first batch), like `b` in `for b, batch in
+   * enumerate(loader)`: the tokenizer's keep-count cycle is indexed by it (docs/model.md §2.3).
+   */
+  indexInEpoch?: number;
 }
 
 /** Data-order state stored in checkpoints (source-specific fields besides the epoch). */
@@ -241,6 +246,7 @@ export class LocalFolderSource implements BatchSource {
   }
 
   async next(batchSize: number): Promise<TrainBatch> {
+    const indexInEpoch = Math.floor((this.cursor >= this.order.length ? 0 : this.cursor) / batchSize);
     const idx: number[] = [];
     while (idx.length < batchSize) {
       if (this.cursor >= this.order.length) {
@@ -278,6 +284,7 @@ export class LocalFolderSource implements BatchSource {
       studentView: sv ? tf.tensor4d(sv, [batchSize, St, St, 3]) : undefined,
       labels: Int32Array.from(idx.map((i) => this.labels[i])),
       files: idx.map((i) => this.files[i]),
+      indexInEpoch,
     };
   }
 }

@@ -11,6 +11,7 @@ import { createLogger } from "../../../common/src/logger.ts";
 import { selectBackend } from "../backend/select.ts";
 import { writeSyntheticImageNet } from "../data/testImages.ts";
 import { CheckpointError, latestCheckpoint, loadCheckpoint } from "../io/checkpoint.ts";
+import { candidateForBatch } from "../tokenizer/candidates.ts";
 import { buildTrainer } from "./setup.ts";
 import { NonFiniteLossError } from "./tokenizerTrainer.ts";
 
@@ -193,4 +194,20 @@ test("the discriminator is not run or stepped while the GAN is off (weight 0, or
   assert.notDeepEqual(values(late, dName), before);
   assert.equal((late.trainer.toCheckpoint().meta.adamD as { t: number }).t, 1);
   late.trainer.dispose();
+});
+
+test("the keep count K cycles with the batch index within the epoch and restarts every epoch", async () => {
+  // 18 training images, batch 2: 9 micro-batches per epoch. Over two epochs the in-epoch index runs 0..8 twice;
+  // a global micro-batch counter would run 0..17 and reach other candidates (K 36 from index 13 on).
+  const b = await build(18, { accum: 1 });
+  const cands = b.modelConfig.derived.candidates;
+  const perEpoch = 9;
+  assert.equal(b.trainer.stepsPerEpoch, perEpoch);
+  const expected = Array.from({ length: 18 }, (_, s) => candidateForBatch(cands, s % perEpoch).K);
+  const global = Array.from({ length: 18 }, (_, s) => candidateForBatch(cands, s).K);
+  assert.notDeepEqual(expected, global, "the fixture distinguishes the two indexings");
+  const got: number[] = [];
+  for (let s = 0; s < 18; s++) got.push((await b.trainer.trainStep()).K);
+  assert.deepEqual(got, expected);
+  b.trainer.dispose();
 });

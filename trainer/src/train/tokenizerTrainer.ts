@@ -142,9 +142,12 @@ export class TokenizerTrainer extends TrainingLoop {
     return this.lrAt();
   }
 
-  /** K for the current micro-batch: deterministic cycle over the micro-batch counter. */
-  currentCandidate(): Candidate {
-    return candidateForBatch(this.info.candidates, this.microStep);
+  /**
+   * K for a micro-batch: the deterministic 100-batch cycle indexed, as in the reference, by the batch's index
+   * within its epoch (so the cycle restarts every epoch); sources that do not say fall back to the micro-step.
+   */
+  candidateFor(batch: TrainBatch): Candidate {
+    return candidateForBatch(this.info.candidates, batch.indexInEpoch ?? this.microStep);
   }
 
   /**
@@ -253,9 +256,9 @@ export class TokenizerTrainer extends TrainingLoop {
 
   /** One micro-batch: G step, then D step on the same (detached) reconstruction; gradients accumulated. */
   protected async forwardBackward(): Promise<StepLosses> {
-    const cand = this.currentCandidate();
     const batch = await this.deps.data.next(this.cfg.batchSize);
     try {
+      const cand = this.candidateFor(batch);
       const g = await this.generatorStep(batch, cand.K);
       g.indices.dispose();
       try {
