@@ -1,5 +1,5 @@
 // Forward+backward time of the MergeVQ tokenizer generator pass (L1 + LFQ terms + CLS pass) per batch.
-// Run: `npx tsx trainer/src/tokenizer/fwdbwd.bench.ts` (env TFJS_BACKEND, BENCH_CONFIGS=T0,T1, BENCH_BATCH=8,
+// Run: `npx tsx bench/fwdbwd.bench.ts` (env TFJS_BACKEND, BENCH_CONFIGS=T0,T1, BENCH_BATCH=8,
 // BENCH_QUICK=1 for one timed iteration). One JSON object per line on stdout (bench format of the repo).
 import * as tf from "@tensorflow/tfjs";
 import { selectBackend } from "../trainer/src/backend/select.ts";

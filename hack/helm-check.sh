@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # helm lint + helm template of charts/mergevq-operator with default and namespaced values; the rendered
-# manifests are checked by test/integration/helm.test.ts against a real apiserver (server-side dry run).
+# chart is installed for real (helm install against the apiserver) by the e2e suite, test/e2e/demo.test.ts.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN="$(hack/toolchain.sh --bin-dir)"
