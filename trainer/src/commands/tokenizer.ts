@@ -40,6 +40,7 @@ import { resolveConfig } from "../tokenizer/config.ts";
 import { ContractConfigError, modelFromContract, trainFromContract } from "../train/crdConfig.ts";
 import { buildTrainer } from "../train/setup.ts";
 import type { TokenizerTrainer } from "../train/tokenizerTrainer.ts";
+import { describeZodError, unknownKeys } from "../util/configErrors.ts";
 import {
   CliError,
   type CliResult,
@@ -114,9 +115,7 @@ function modelConfigInput(flag: string | undefined, env: string | undefined): st
 /** Turn zod/config errors into one line naming the field. */
 function configError(source: string, e: unknown): CliError {
   if (e instanceof z.ZodError) {
-    return new CliError(
-      `${source}: ${e.issues.map((i) => `${i.path.join(".") || "<root>"}: ${i.message}`).join("; ")}`,
-    );
+    return new CliError(describeZodError(source, e));
   }
   return new CliError(`${source}: ${(e as Error).message}`);
 }
@@ -452,22 +451,3 @@ export async function finalEvaluation(o: {
 }
 
 const round1 = (v: number) => Math.round(v * 10) / 10;
-
-/** Keys of `input` (recursively through plain objects) that the resolved config does not have. */
-export function unknownKeys(
-  input: Record<string, unknown>,
-  resolved: Record<string, unknown>,
-  allow: string[] = [],
-  prefix = "",
-): string[] {
-  const out: string[] = [];
-  for (const [k, v] of Object.entries(input)) {
-    if (!prefix && allow.includes(k)) continue;
-    const name = prefix ? `${prefix}.${k}` : k;
-    if (!Object.hasOwn(resolved, k)) out.push(name);
-    else if (v && typeof v === "object" && !Array.isArray(v) && resolved[k] && typeof resolved[k] === "object") {
-      out.push(...unknownKeys(v as Record<string, unknown>, resolved[k] as Record<string, unknown>, [], name));
-    }
-  }
-  return out;
-}

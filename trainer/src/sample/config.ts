@@ -4,6 +4,7 @@
 // `sample` / `reduce` with a partial JSON behaves the same. Unknown keys are errors naming the field (the CRD
 // schema prunes unknown fields, so one here is a bug or a typo).
 import { z } from "zod";
+import { describeZodError } from "../util/configErrors.ts";
 
 export const SamplingEvaluationConfig = z
   .object({
@@ -53,16 +54,7 @@ export function parseSamplingConfig(input: string | unknown, source = "MERGEVQ_T
   }
   const r = SamplingConfig.safeParse(json);
   if (!r.success) {
-    throw new SamplingConfigError(
-      `${source}: ${r.error.issues
-        .map((i) => {
-          const field = i.path.join(".") || "<root>";
-          return i.code === "unrecognized_keys"
-            ? `unknown field(s): ${i.keys.map((k) => (field === "<root>" ? k : `${field}.${k}`)).join(", ")}`
-            : `${field}: ${i.message}`;
-        })
-        .join("; ")}`,
-    );
+    throw new SamplingConfigError(describeZodError(source, r.error, { unknownKeys: "inline" }));
   }
   return r.data;
 }

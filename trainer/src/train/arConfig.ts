@@ -4,6 +4,7 @@
 // is resolved from the model spec and the tokenizer in ar/config.ts.
 import { z } from "zod";
 import { ARConfigError } from "../ar/config.ts";
+import { describeZodError } from "../util/configErrors.ts";
 import { AR_ADAMW_DEFAULTS } from "./adamw.ts";
 
 export { ARConfigError };
@@ -73,17 +74,6 @@ export const ARTrainConfigSchema = z
   .strict()
   .refine((t) => t.warmupSteps <= t.steps, { message: "must not exceed steps", path: ["warmupSteps"] });
 export type ARTrainConfig = z.infer<typeof ARTrainConfigSchema>;
-
-/** zod error → one line naming every offending field. */
-export function describeZodError(source: string, e: z.ZodError): string {
-  return `${source}: ${e.issues
-    .map((i) => {
-      const field = i.path.join(".") || "<root>";
-      const extra = i.code === "unrecognized_keys" ? ` (unknown field(s): ${i.keys.join(", ")})` : "";
-      return `${field}: ${i.message}${extra}`;
-    })
-    .join("; ")}`;
-}
 
 export function parseARModelSpec(input: unknown, source = "model config"): ParsedARModelSpec {
   const r = ARModelSpecSchema.safeParse(input ?? {});

@@ -2,6 +2,7 @@
 // defaults). Strict: an unknown field is an error naming the field. This is the JSON accepted in
 // MERGEVQ_TRAIN_CONFIG and in `--train-config`.
 import { z } from "zod";
+import { describeZodError } from "../util/configErrors.ts";
 
 const uriOrMode = z.string().min(1);
 
@@ -71,14 +72,7 @@ export type TrainConfig = z.infer<typeof TrainConfigSchema>;
 export function parseTrainConfig(input: unknown, source = "training config"): TrainConfig {
   const r = TrainConfigSchema.safeParse(input ?? {});
   if (r.success) return r.data;
-  const msg = r.error.issues
-    .map((i) => {
-      const field = i.path.join(".") || "<root>";
-      const extra = i.code === "unrecognized_keys" ? ` (unknown field(s): ${i.keys.join(", ")})` : "";
-      return `${field}: ${i.message}${extra}`;
-    })
-    .join("; ");
-  throw new Error(`${source}: ${msg}`);
+  throw new Error(describeZodError(source, r.error));
 }
 
 /** Learning rate at optimiser step `step` (0-based): lr · factor^(number of drops ≤ step). */

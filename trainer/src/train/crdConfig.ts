@@ -22,6 +22,7 @@
 import { z } from "zod";
 import { ENV } from "../../../common/src/contract.ts";
 import { type ResolvedTokenizerConfig, resolveConfig } from "../tokenizer/config.ts";
+import { describeZodError, unknownKeys } from "../util/configErrors.ts";
 
 export class ContractConfigError extends Error {
   constructor(message: string) {
@@ -69,17 +70,6 @@ const CrdTrain = z
   .strict();
 export type CrdTrain = z.infer<typeof CrdTrain>;
 
-function zodMessage(source: string, e: z.ZodError): string {
-  return `${source}: ${e.issues
-    .map((i) => {
-      const field = i.path.join(".") || "<root>";
-      return i.code === "unrecognized_keys"
-        ? `${field === "<root>" ? "" : `${field}: `}unknown field(s): ${i.keys.map((k) => (field === "<root>" ? k : `${field}.${k}`)).join(", ")}`
-        : `${field}: ${i.message}`;
-    })
-    .join("; ")}`;
-}
-
 const snakeToCamel = (s: string) => s.replace(/_([a-z0-9])/g, (_, c: string) => c.toUpperCase());
 
 function camelise(v: unknown): unknown {
@@ -92,16 +82,6 @@ function camelise(v: unknown): unknown {
 }
 
 /** Keys of `input` (recursively through plain objects) that `resolved` does not have. */
-function unknownKeys(input: Record<string, unknown>, resolved: Record<string, unknown>, prefix: string): string[] {
-  const out: string[] = [];
-  for (const [k, v] of Object.entries(input)) {
-    const name = `${prefix}.${k}`;
-    if (!Object.hasOwn(resolved, k)) out.push(name);
-    else if (v && typeof v === "object" && !Array.isArray(v) && resolved[k] && typeof resolved[k] === "object")
-      out.push(...unknownKeys(v as Record<string, unknown>, resolved[k] as Record<string, unknown>, name));
-  }
-  return out;
-}
 
 export interface ModelFromContract {
   /** Input for resolveConfig / buildTrainer (`{preset, ...fields}`). */
@@ -118,14 +98,7 @@ function tryResolve(source: string, input: Record<string, unknown>, rename: Reco
     return resolveConfig(input as never);
   } catch (e) {
     if (e instanceof z.ZodError) {
-      throw new ContractConfigError(
-        `${source}: ${e.issues
-          .map((i) => {
-            const f = i.path.join(".") || "<root>";
-            return `${rename[f] ?? f}: ${i.message}`;
-          })
-          .join("; ")}`,
-      );
+      throw new ContractConfigError(describeZodError(source, e, { rename }));
     }
     throw new ContractConfigError(`${source}: ${(e as Error).message}`);
   }
@@ -134,7 +107,7 @@ function tryResolve(source: string, input: Record<string, unknown>, rename: Reco
 /** MERGEVQ_MODEL_CONFIG (CRD `spec.model`) → resolved tokenizer config + eval Ks. */
 export function modelFromContract(json: unknown, source: string = ENV.MODEL_CONFIG): ModelFromContract {
   const r = CrdModel.safeParse(json);
-  if (!r.success) throw new ContractConfigError(zodMessage(source, r.error));
+  if (!r.success) throw new ContractConfigError(describeZodError(source, r.error, { unknownKeys: "inline" }));
   const m = r.data;
   if ((m.preset === undefined) === (m.variant === undefined))
     throw new ContractConfigError(`${source}: exactly one of preset or variant is required`);
@@ -157,7 +130,7 @@ export function modelFromContract(json: unknown, source: string = ENV.MODEL_CONF
     mergeNum: m.keepTokens !== undefined ? "keepTokens" : "overrides.mergeNum",
   };
   let resolved = tryResolve(source, input, rename);
-  const unknown = unknownKeys(overrides, resolved as unknown as Record<string, unknown>, "overrides");
+  const unknown = unknownKeys(overrides, resolved as unknown as Record<string, unknown>, [], "overrides");
   if (unknown.length) throw new ContractConfigError(`${source}: unknown field(s): ${unknown.join(", ")}`);
   const L = resolved.derived.L;
   if (m.keepTokens !== undefined) {
@@ -196,7 +169,7 @@ export interface TrainFromContract {
 /** MERGEVQ_TRAIN_CONFIG (CRD `spec.training` + `evaluation`) → partial training config + evaluation. */
 export function trainFromContract(json: unknown, source: string = ENV.TRAIN_CONFIG): TrainFromContract {
   const r = CrdTrain.safeParse(json);
-  if (!r.success) throw new ContractConfigError(zodMessage(source, r.error));
+  if (!r.success) throw new ContractConfigError(describeZodError(source, r.error, { unknownKeys: "inline" }));
   const t = r.data;
   const train: Record<string, unknown> = {};
   const map: [keyof CrdTrain, string][] = [
