@@ -116,7 +116,8 @@ test("watch ERROR 410 (Expired) → relist from scratch; deletes missed while di
   inf.on((ev, o) => events.push(`${ev}:${o.metadata!.name}`));
   try {
     await inf.start();
-    await until(() => srv.seen.lists === 2 && inf.get("ns/c") !== undefined);
+    // The relist fills the cache before the second watch is opened: wait for both, not just the cache.
+    await until(() => srv.seen.lists === 2 && inf.get("ns/c") !== undefined && srv.seen.watches.length === 2);
     assert.deepEqual(restarts, ["gone"]);
     assert.deepEqual(srv.seen.watches, ["10", "20"], "second watch starts from the relisted resourceVersion");
     assert.equal(inf.get("ns/a"), undefined);
