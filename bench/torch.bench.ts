@@ -12,7 +12,7 @@
 //
 //   make bench BENCH=torch        (BENCH_ROUNDS overrides the rounds; BENCH_TORCH_128=0 skips GR_d32 at 128²)
 import { spawn, spawnSync } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { createInterface } from "node:readline";
@@ -192,6 +192,19 @@ const emit = (o: Record<string, unknown>): void => {
 };
 
 async function main(): Promise<void> {
+  if (process.argv[2] === "export") {
+    // Profiling aid: `npx tsx bench/torch.bench.ts export T1|GR_d32@64|GR_d32@128 DIR`, then
+    // `<venv-torch>/bin/python bench/torch/twin.py profile DIR` (hack/tfjs-native/README.md).
+    const cfg = CONFIGS.find((c) => c.name === process.argv[3]);
+    if (!cfg || !process.argv[4]) throw new Error(`usage: export ${CONFIGS.map((c) => c.name).join("|")} DIR`);
+    await startBackend("tensorflow");
+    const tok = new MergeVQTokenizer(cfg.model);
+    const res = tok.config.resolution;
+    const x = tf.tensor4d(lcg(cfg.batch * res * res * 3, 7), [cfg.batch, res, res, 3]);
+    mkdirSync(process.argv[4], { recursive: true });
+    exportModel(process.argv[4], tok, x, envInt("TF_NUM_INTRAOP_THREADS", os.cpus().length));
+    return;
+  }
   const setup = spawnSync(path.join(here, "torch", "setup.sh"), {
     encoding: "utf8",
     stdio: ["ignore", "pipe", "inherit"],

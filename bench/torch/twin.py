@@ -13,6 +13,7 @@ at the file boundary only (see `to_torch` / `from_torch`).
 
     python twin.py check DIR [float32|float64]   loss and gradients of one batch → DIR/torch-grads-<dtype>.bin
     python twin.py serve DIR      one train step per "step" line on stdin, its seconds as a JSON line on stdout
+    python twin.py profile DIR    torch.profiler table of one train step
 """
 
 from __future__ import annotations
@@ -345,11 +346,31 @@ def serve(d):
         print(json.dumps({"s": time.perf_counter() - t0, "loss": v}), flush=True)
 
 
+def profile(d):
+    """Per-operator CPU profile of one train step after warm-up (torch.profiler, self time)."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    cfg, _, names, P, x = setup(d)
+    opt = torch.optim.Adam([P[n] for n in names], lr=2e-4, betas=(0.5, 0.9), eps=1e-8)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        train_loss(P, cfg, x).backward()
+        opt.step()
+
+    for _ in range(3):
+        step()
+    with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+        step()
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=int(os.environ.get("TOP", "40"))))
+
+
 if __name__ == "__main__":
-    if len(sys.argv) < 3 or sys.argv[1] not in ("check", "serve"):
-        sys.exit("usage: twin.py check DIR [float32|float64] | serve DIR")
+    if len(sys.argv) < 3 or sys.argv[1] not in ("check", "serve", "profile"):
+        sys.exit("usage: twin.py check DIR [float32|float64] | serve DIR | profile DIR")
     torch.manual_seed(0)
     if sys.argv[1] == "check":
         check(sys.argv[2], sys.argv[3] if len(sys.argv) > 3 else "float32")
     else:
-        serve(sys.argv[2])
+        {"serve": serve, "profile": profile}[sys.argv[1]](sys.argv[2])

@@ -80,8 +80,28 @@ mkdir -p "$BASE"
 exec 9>"$BASE/.lock$SUFFIX"
 flock 9 # one build at a time per cache (other clones/engineers share it)
 
+# The fused-op library (CPU variant): built into the package dir, rebuilt when its source changes.
+build_ops() {
+  [ "$VARIANT" = cpu ] || return 0
+  local whl
+  whl="$(ls "$WHEELS"/"$WHEEL_FILE_PREFIX"-"$TF_VERSION"-*.whl 2>/dev/null | head -1)"
+  if [ -z "$whl" ]; then
+    pip_download "$WHEEL_PKG==$TF_VERSION"
+    whl="$(ls "$WHEELS"/"$WHEEL_FILE_PREFIX"-"$TF_VERSION"-*.whl | head -1)"
+  fi
+  "$HERE/build-ops.sh" "$1" "$whl"
+}
+
+pip_download() { # requirement… → into $WHEELS (kept)
+  mkdir -p "$WHEELS"
+  python3 -m pip download --quiet --disable-pip-version-check --no-deps --only-binary=:all: \
+    --platform manylinux2014_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
+    --python-version "$TF_WHEEL_PY" "$@" -d "$WHEELS" >&2
+}
+
 if [ "$force" = 0 ] && complete; then
   log "present: $NPM_PKG $TFJS_NODE_VERSION + libtensorflow $TF_VERSION ($WHEEL_PKG)"
+  build_ops "$PKG"
   echo "$PKG"
   exit 0
 fi
@@ -97,13 +117,6 @@ NODE_GYP="${NODE_GYP:-$(npm root -g)/npm/node_modules/node-gyp/bin/node-gyp.js}"
 
 STAGE="$(mktemp -d "$BASE/.stage-$TFJS_NODE_VERSION$SUFFIX.XXXXXX")"
 trap 'rm -rf "$STAGE"' EXIT
-
-pip_download() { # requirement… → into $WHEELS (kept)
-  mkdir -p "$WHEELS"
-  python3 -m pip download --quiet --disable-pip-version-check --no-deps --only-binary=:all: \
-    --platform manylinux2014_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
-    --python-version "$TF_WHEEL_PY" "$@" -d "$WHEELS" >&2
-}
 
 # 1. libtensorflow from PyPI: the tensorflow-cpu (or CUDA tensorflow) wheel: headers + libtensorflow_cc.so.2 +
 #    libtensorflow_framework.so.2.
@@ -216,6 +229,8 @@ nsym="$(echo "$undefined" | wc -l)"
 # The CUDA libraries are dlopen'ed by libtensorflow only when a GPU is used; loading needs none of them.
 TF_RUNTIME="$(node -p "require('$BINDING').TF_Version")"
 log "addon loads; $nsym TF_*/TFE_* imports all resolve; TF_Version() = $TF_RUNTIME"
+
+build_ops "$SPKG"
 
 cat >"$SPKG/BUILD-INFO.json" <<EOF
 {

@@ -3,7 +3,7 @@ import Module, { createRequire } from "node:module";
 import path from "node:path";
 import * as tf from "@tensorflow/tfjs";
 import { cacheRoot } from "../util/cache.ts";
-import { installNativeFastKernels } from "./nativeKernels.ts";
+import { installFusedKernels, installNativeFastKernels } from "./nativeKernels.ts";
 
 export { cacheRoot };
 
@@ -16,6 +16,25 @@ export interface NativeInfo {
   tensorflow: string;
   /** Kernels replaced by installNativeFastKernels (empty when MERGEVQ_TFJS_NODE_FAST_KERNELS=0). */
   fastKernels?: string[];
+  /** Fused kernels from the op library (hack/tfjs-native/ops), or why they are not used. */
+  fusedOps?: { kernels: string[] } | { absent: string };
+}
+
+/** Where hack/tfjs-native/build-ops.sh puts the op library inside a tfjs-node package dir. */
+export const fusedOpsPath = (pkgDir: string): string => path.join(pkgDir, "deps", "lib", "mergevq_ops.node");
+
+/**
+ * Load the fused-op library into the running libtensorflow and register its tfjs kernels. CPU builds only (its
+ * kernels are CPU kernels: on a GPU device they would force host copies); MERGEVQ_FUSED_OPS=0 turns it off.
+ */
+function loadFusedOps(dir: string, gpu: boolean): NonNullable<NativeInfo["fusedOps"]> {
+  if (process.env.MERGEVQ_FUSED_OPS === "0") return { absent: "MERGEVQ_FUSED_OPS=0" };
+  if (gpu) return { absent: "CUDA build: the fused kernels are CPU-only" };
+  const lib = fusedOpsPath(dir);
+  if (!fs.existsSync(lib)) return { absent: `no ${lib} (hack/tfjs-native/build-ops.sh builds it)` };
+  const mod = require(lib) as { cpuSupported?: boolean };
+  if (!mod.cpuSupported) return { absent: `${lib}: this CPU lacks AVX2/FMA` };
+  return { kernels: installFusedKernels() };
 }
 
 const require = createRequire(import.meta.url);
@@ -106,7 +125,7 @@ function redirectTfjsImports(root: string): void {
 
 let nativeLoaded: NativeInfo | undefined;
 
-async function loadNative(cand: NativeCandidate): Promise<NativeInfo> {
+async function loadNative(cand: NativeCandidate, gpu = false): Promise<NativeInfo> {
   const pkgJson = path.join(cand.dir, "package.json");
   if (!fs.existsSync(pkgJson)) throw new Error(`${cand.dir}: not a package dir (no package.json)`);
   if (!hasBinding(cand.dir)) throw new Error(`${cand.dir}: no built addon under lib/*/tfjs_binding.node`);
@@ -126,7 +145,8 @@ async function loadNative(cand: NativeCandidate): Promise<NativeInfo> {
     throw new Error(`${cand.dir} loaded but registered no "tensorflow" backend`);
   }
   const fastKernels = process.env.MERGEVQ_TFJS_NODE_FAST_KERNELS === "0" ? [] : installNativeFastKernels();
-  return { dir: cand.dir, source: cand.source, tensorflow: tfVersionOf(cand.dir), fastKernels };
+  const fusedOps = loadFusedOps(cand.dir, gpu);
+  return { dir: cand.dir, source: cand.source, tensorflow: tfVersionOf(cand.dir), fastKernels, fusedOps };
 }
 
 /**
@@ -154,7 +174,7 @@ function tfVersionOf(dir: string): string {
 export async function tryNative(gpu: boolean): Promise<NativeInfo> {
   if (gpu) {
     const dir = path.dirname(require.resolve("@tensorflow/tfjs-node-gpu/package.json"));
-    return loadNative({ dir, source: "node_modules" });
+    return loadNative({ dir, source: "node_modules" }, true);
   }
   if (nativeLoaded) return nativeLoaded;
   const { candidates, absent } = nativeCandidates();

@@ -1,6 +1,7 @@
 // Native fast paths: tfjs-node kernels that pay for work the op does not need, replaced by direct libtensorflow
 // calls through the addon's binding (MERGEVQ_TFJS_NODE_FAST_KERNELS=0 keeps tfjs-node's own).
 import * as tf from "@tensorflow/tfjs";
+import { GROUP_NORM_ACT, GROUP_NORM_ACT_GRAD } from "../nn/groupNorm.ts";
 
 type KernelArgs = Parameters<tf.KernelFunc>[0];
 
@@ -15,6 +16,8 @@ interface NodeKernelBackend {
     TF_BOOL: number;
     TF_ATTR_TYPE: number;
     TF_ATTR_BOOL: number;
+    TF_ATTR_INT: number;
+    TF_ATTR_FLOAT: number;
   };
   getInputTensorIds(tensors: tf.TensorInfo[]): number[];
   createOutputTensor(metadata: unknown): tf.Tensor;
@@ -120,4 +123,41 @@ export function installNativeFastKernels(): string[] {
     });
   }
   return replaced;
+}
+
+/**
+ * The fused GroupNorm(+SiLU) kernels of the op library hack/tfjs-native/ops/mergevq_ops.cc (already loaded
+ * into libtensorflow by the caller) as tfjs kernels of the tensorflow backend; trainer/src/nn/groupNorm.ts
+ * uses them when registered and holds their gradient. Returns the kernel names.
+ */
+export function installFusedKernels(): string[] {
+  const run = (
+    op: string,
+    inputs: string[],
+    attrs: (a: Record<string, unknown>, b: NodeKernelBackend) => NodeOpAttr[],
+  ) => {
+    tf.registerKernel({
+      kernelName: op,
+      backendName: "tensorflow",
+      kernelFunc: (args) => {
+        const b = args.backend as unknown as NodeKernelBackend;
+        const ins = inputs.map((n) => args.inputs[n] as tf.TensorInfo);
+        for (const [i, t] of ins.entries()) {
+          if (t.dtype !== "float32") throw new Error(`${op}: input ${inputs[i]} must be float32, got ${t.dtype}`);
+        }
+        const outs = b.binding.executeOp(op, attrs(args.attrs ?? {}, b), b.getInputTensorIds(ins), 3);
+        return outs.map((o) => b.createOutputTensor(o));
+      },
+    });
+  };
+  run(GROUP_NORM_ACT, ["x", "gamma", "beta"], (a, b) => [
+    { name: "groups", type: b.binding.TF_ATTR_INT, value: a.groups as number },
+    { name: "eps", type: b.binding.TF_ATTR_FLOAT, value: a.eps as number },
+    { name: "silu", type: b.binding.TF_ATTR_BOOL, value: Boolean(a.silu) },
+  ]);
+  run(GROUP_NORM_ACT_GRAD, ["dy", "x", "gamma", "beta", "mean", "rstd"], (a, b) => [
+    { name: "groups", type: b.binding.TF_ATTR_INT, value: a.groups as number },
+    { name: "silu", type: b.binding.TF_ATTR_BOOL, value: Boolean(a.silu) },
+  ]);
+  return [GROUP_NORM_ACT, GROUP_NORM_ACT_GRAD];
 }

@@ -145,6 +145,79 @@ function groupNormContiguous(x: tf.Tensor4D, groups: number, eps: number, gamma?
   return tf.tidy(() => f(x, gamma ?? tf.ones([C]), beta ?? tf.zeros([C]))) as tf.Tensor4D;
 }
 
+// ───────────────────────────── fused kernel (native backend) ─────────────────────────────
+
+/**
+ * One-kernel GroupNorm (+ SiLU) and its gradient, where a backend provides them (the native tensorflow
+ * backend, with the op library hack/tfjs-native/ops builds: trainer/src/backend/nativeKernels.ts). Inputs
+ * x [B, H, W, C], gamma, beta [C]; attrs groups, eps, silu; outputs y, mean [B, G], rstd [B, G]. The gradient
+ * kernel takes (dy, x, gamma, beta, mean, rstd) and returns dx, dγ, dβ — the same formulas as the layouts
+ * above, with statistics accumulated in float64.
+ */
+export const GROUP_NORM_ACT = "MergevqGroupNormAct";
+export const GROUP_NORM_ACT_GRAD = "MergevqGroupNormActGrad";
+
+tf.registerGradient({
+  kernelName: GROUP_NORM_ACT,
+  inputsToSave: ["x", "gamma", "beta"],
+  outputsToSave: [false, true, true],
+  gradFunc: (dy, saved, attrs) => {
+    const [x, gamma, beta, mean, rstd] = saved;
+    // One kernel for all three gradients, run here rather than lazily in the closures: backprop runs each
+    // closure in its own scope, which would free the results the first closure computed for the others.
+    const [dx, dGamma, dBeta] = tf
+      .engine()
+      .runKernel(
+        GROUP_NORM_ACT_GRAD,
+        { dy: Array.isArray(dy) ? dy[0] : dy, x, gamma, beta, mean, rstd },
+        { groups: attrs.groups, silu: attrs.silu },
+      ) as tf.Tensor[];
+    return { x: () => dx, gamma: () => dGamma, beta: () => dBeta };
+  },
+});
+
+let fusedDisabled = false;
+/** Force the composed GroupNorm even where the fused kernel exists (tests compare the two). */
+export function setFusedGroupNorm(enabled: boolean): void {
+  fusedDisabled = !enabled;
+}
+export const fusedGroupNormAvailable = (): boolean =>
+  !fusedDisabled && tf.getKernel(GROUP_NORM_ACT, tf.getBackend()) !== undefined;
+
+/**
+ * GroupNorm(groups, eps) with optional affine γ, β [C], then SiLU when `silu`: one fused kernel each way
+ * where the backend has it, else groupNormRaw (+ x·σ(x)).
+ */
+export function groupNormAct(
+  x: tf.Tensor4D,
+  groups: number,
+  eps: number,
+  silu: boolean,
+  gamma?: tf.Tensor,
+  beta?: tf.Tensor,
+): tf.Tensor4D {
+  if (fusedGroupNormAvailable()) {
+    return tf.tidy(() => {
+      const C = x.shape[3];
+      if (C % groups !== 0) throw new Error(`GroupNorm: ${C} channels not divisible by ${groups} groups`);
+      const [y] = tf
+        .engine()
+        .runKernel(
+          GROUP_NORM_ACT,
+          { x, gamma: gamma ?? tf.ones([C]), beta: beta ?? tf.zeros([C]) },
+          { groups, eps, silu },
+        ) as tf.Tensor[];
+      return y as tf.Tensor4D;
+    });
+  }
+  const y = groupNormRaw(x, groups, eps, gamma, beta);
+  return silu ? (tf.tidy(() => tf.mul(y, tf.sigmoid(y))) as tf.Tensor4D) : y;
+}
+
 /** GN32 (eps 1e-6, affine) — docs/model.md §2.1. */
 export const groupNorm = (P: Params, name: string, x: tf.Tensor4D, groups = 32, eps = 1e-6): tf.Tensor4D =>
-  groupNormRaw(x, groups, eps, P.get(`${name}.weight`), P.get(`${name}.bias`));
+  groupNormAct(x, groups, eps, false, P.get(`${name}.weight`), P.get(`${name}.bias`));
+
+/** SiLU(GN32(x)) — the pre-activation of every ResBlock conv and of the encoder/decoder output heads. */
+export const groupNormSilu = (P: Params, name: string, x: tf.Tensor4D, groups = 32, eps = 1e-6): tf.Tensor4D =>
+  groupNormAct(x, groups, eps, true, P.get(`${name}.weight`), P.get(`${name}.bias`));

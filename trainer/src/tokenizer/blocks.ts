@@ -6,7 +6,7 @@
 //
 // The primitive layers, GroupNorm and the gradient kernels they use live in trainer/src/nn/.
 import * as tf from "@tensorflow/tfjs";
-import { groupNorm, groupNormRaw } from "../nn/groupNorm.ts";
+import { groupNormAct, groupNormSilu } from "../nn/groupNorm.ts";
 import { depthwiseConv3x3 } from "../nn/kernels.ts";
 import {
   conv3x3,
@@ -17,7 +17,6 @@ import {
   linear,
   linearSpecs,
   normSpecs,
-  silu,
 } from "../nn/layers.ts";
 import type { ParamGroup, ParamSpec, Params } from "../nn/params.ts";
 
@@ -39,8 +38,8 @@ export function resBlockSpecs(name: string, cin: number, cout: number, group: Pa
 /** h = Conv(SiLU(GN(x))) → Conv(SiLU(GN(h))); out = h + shortcut(x). */
 export function resBlock(P: Params, name: string, x: tf.Tensor4D): tf.Tensor4D {
   const cout = P.get(`${name}.conv1.weight`).shape[3];
-  let h = conv3x3(P, `${name}.conv1`, silu(groupNorm(P, `${name}.norm1`, x)) as tf.Tensor4D, 1, false);
-  h = conv3x3(P, `${name}.conv2`, silu(groupNorm(P, `${name}.norm2`, h)) as tf.Tensor4D, 1, false);
+  let h = conv3x3(P, `${name}.conv1`, groupNormSilu(P, `${name}.norm1`, x), 1, false);
+  h = conv3x3(P, `${name}.conv2`, groupNormSilu(P, `${name}.norm2`, h), 1, false);
   const skip = x.shape[3] === cout ? x : (linear(P, `${name}.nin_shortcut`, x, false) as tf.Tensor4D);
   return tf.add(h, skip) as tf.Tensor4D;
 }
@@ -95,7 +94,7 @@ export function adaGN(P: Params, name: string, x: tf.Tensor4D, cond: { sigma: tf
   const [B, , , C] = x.shape;
   const scale = tf.reshape(linear(P, `${name}.gamma_fc`, cond.sigma), [B, 1, 1, C]);
   const shift = tf.reshape(linear(P, `${name}.beta_fc`, cond.mu), [B, 1, 1, C]);
-  return tf.add(tf.mul(groupNormRaw(x, 32, 1e-6), scale), shift) as tf.Tensor4D;
+  return tf.add(tf.mul(groupNormAct(x, 32, 1e-6, false), scale), shift) as tf.Tensor4D;
 }
 
 // ───────────────────────────── transformer blocks ─────────────────────────────

@@ -5,9 +5,9 @@
 // → Upsampler (conv ×4 channels + DCR depth-to-space, except level 0) → GN32 → SiLU → conv 3×3 → RGB.
 // No tanh: training uses the raw output (evaluation clamps to [−1, 1]).
 import * as tf from "@tensorflow/tfjs";
-import { groupNorm } from "../nn/groupNorm.ts";
+import { groupNormSilu } from "../nn/groupNorm.ts";
 import { depthwiseConv3x3 } from "../nn/kernels.ts";
-import { conv3x3, convSpecs, depthwiseSpecs, layerNorm, layerScale, normSpecs, silu } from "../nn/layers.ts";
+import { conv3x3, convSpecs, depthwiseSpecs, layerNorm, layerScale, normSpecs } from "../nn/layers.ts";
 import type { ParamSpec, Params } from "../nn/params.ts";
 import type { ArchConfig } from "./arch.ts";
 import {
@@ -71,5 +71,5 @@ export function decoder(P: Params, cfg: ArchConfig, zmap: tf.Tensor4D): tf.Tenso
     for (let i = 0; i < resBlocksAt(cfg, l); i++) h = resBlock(P, `decoder.up.${l}.block.${i}`, h);
     if (l > 0) h = upsample(P, `decoder.up.${l}.upsample`, h); // [B, s, s, C] → [B, 2s, 2s, C]
   }
-  return conv3x3(P, "decoder.conv_out", silu(groupNorm(P, "decoder.norm_out", h)) as tf.Tensor4D); // [B, H, W, 3]
+  return conv3x3(P, "decoder.conv_out", groupNormSilu(P, "decoder.norm_out", h)); // [B, H, W, 3]
 }

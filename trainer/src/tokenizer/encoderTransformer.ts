@@ -4,8 +4,8 @@
 // bipartite matching on the head-mean of the keys → size-weighted merge → MLP residual. No final norm.
 // Head: tokens 1..K → [B, √K, √K, D] → GN32 → SiLU → 1×1 conv (D→zChannels, bias).
 import * as tf from "@tensorflow/tfjs";
-import { groupNorm } from "../nn/groupNorm.ts";
-import { convSpecs, layerNorm, layerScale, linear, normSpecs, silu } from "../nn/layers.ts";
+import { groupNormSilu } from "../nn/groupNorm.ts";
+import { convSpecs, layerNorm, layerScale, linear, normSpecs } from "../nn/layers.ts";
 import type { ParamSpec, Params } from "../nn/params.ts";
 import type { ArchConfig } from "./arch.ts";
 import { attention, mlp, vitBlockSpecs } from "./blocks.ts";
@@ -76,6 +76,6 @@ export function encoderHead(P: Params, cfg: ArchConfig, tokens: tf.Tensor3D): tf
   const side = Math.round(Math.sqrt(K));
   if (side * side !== K) throw new Error(`encoder head: K = ${K} is not a perfect square`);
   const grid = tf.reshape(tokens, [B, side, side, D]) as tf.Tensor4D; // [B, K, D] → [B, √K, √K, D] (ToMe order)
-  const h = silu(groupNorm(P, "encoder.norm_out", grid));
+  const h = groupNormSilu(P, "encoder.norm_out", grid);
   return tf.reshape(linear(P, "encoder.quant_conv", h), [B, K, cfg.zChannels]) as tf.Tensor3D; // → [B, K, zc]
 }

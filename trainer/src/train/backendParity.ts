@@ -102,8 +102,13 @@ export function compareSteps(got: StepResult, ref: StepResult, rtol: number, l2t
   return { maxRel, l2Rel, problems };
 }
 
-/** Tolerances of native vs wasm on T1 (float32, different summation orders: oneDNN vs XNNPACK). */
-export const T1_PARITY = { rtol: 5e-2, l2tol: 2e-3 } as const;
+/**
+ * Tolerances of native vs wasm on T1 (float32, different summation orders: oneDNN vs XNNPACK). The per-tensor
+ * bound is set by the reference's own rounding: against the float64 PyTorch twin (bench/torch, T1 batch 1,
+ * this check's input) wasm's worst tensor is off by 5.6e-2 relative, native with the fused GroupNorm kernels
+ * by 1.9e-3 and native composed by 3.5e-2 (whole vector: 3.9e-4, 6.7e-4, 6.8e-4).
+ */
+export const T1_PARITY = { rtol: 8e-2, l2tol: 2e-3 } as const;
 
 export interface BackendCheckReport {
   backend: string;

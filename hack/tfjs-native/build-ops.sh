@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Builds the fused-op library hack/tfjs-native/ops/mergevq_ops.cc into a tfjs-node package dir built by
+# build.sh (CPU variant): <pkg>/deps/lib/mergevq_ops.node, compiled against the C++ headers of the same
+# tensorflow wheel and linked to the libtensorflow beside it. Idempotent: rebuilt only when the source, the
+# compile flags or the library changed (hash in mergevq_ops.node.sha). trainer/src/backend/native.ts loads it.
+#
+#   hack/tfjs-native/build-ops.sh <tfjs-node package dir> <tensorflow wheel>
+set -euo pipefail
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+PKG="$1" WHEEL="$2"
+LIB="$PKG/deps/lib"
+OUT="$LIB/mergevq_ops.node"
+SRC="$HERE/ops/mergevq_ops.cc"
+NODE_BIN="$(readlink -f "$(command -v node)")"
+NODEDIR="${NODEDIR:-$(dirname "$(dirname "$NODE_BIN")")}"
+# AVX2/FMA: Eigen's packet math picks its vector width at compile time; the module reports cpuSupported and
+# the loader skips it on CPUs without them. The C++ ABI flag is the one the wheel was built with.
+FLAGS=(-std=c++17 -O3 -mavx2 -mfma -fPIC -shared -D_GLIBCXX_USE_CXX11_ABI=1 -DEIGEN_MAX_ALIGN_BYTES=64)
+log() { printf '[tfjs-native ops] %s\n' "$*" >&2; }
+
+key="$(cat "$SRC" <(printf '%s\n' "${FLAGS[@]}") "$LIB/libtensorflow_framework.so.2" | sha256sum | cut -c1-16)"
+if [[ -f "$OUT" && "$(cat "$OUT.sha" 2>/dev/null)" == "$key" ]]; then
+  log "present: $OUT"
+  exit 0
+fi
+command -v g++ >/dev/null || { echo "build-ops: g++ is required" >&2; exit 1; }
+# The wheel's full C++ headers (tensorflow/include: TF framework, Eigen, absl, protobuf) are extracted once
+# next to the wheel; build.sh keeps only the C API headers in the package.
+INC="${WHEEL%.whl}.include"
+if [[ ! -f "$INC/.complete" ]]; then
+  log "extracting C++ headers from $(basename "$WHEEL")"
+  rm -rf "$INC"
+  python3 - "$WHEEL" "$INC" <<'PY'
+import sys, zipfile, os
+wheel, out = sys.argv[1], sys.argv[2]
+with zipfile.ZipFile(wheel) as z:
+    for m in z.infolist():
+        if m.filename.startswith("tensorflow/include/") and not m.is_dir():
+            z.extract(m, out)
+PY
+  touch "$INC/.complete"
+fi
+log "g++ ${FLAGS[*]} $(basename "$SRC")"
+tmp="$OUT.tmp.$$"
+g++ "${FLAGS[@]}" -I"$INC/tensorflow/include" -I"$NODEDIR/include/node" "$SRC" -o "$tmp" \
+  -L"$LIB" -l:libtensorflow_framework.so.2 -l:libtensorflow_cc.so.2 -Wl,-rpath,'$ORIGIN'
+if ldd "$tmp" | grep -q "not found"; then ldd "$tmp" >&2; rm -f "$tmp"; echo "build-ops: unresolved libraries" >&2; exit 1; fi
+mv "$tmp" "$OUT"
+echo "$key" >"$OUT.sha"
+log "built $OUT"

@@ -1,0 +1,279 @@
+// Fused CPU kernels for the tokenizer's hottest elementwise chain, registered as TensorFlow ops inside the
+// same libtensorflow tfjs-node runs on (issue 16). GroupNorm (+ optional SiLU) over an NHWC map is ~10 TF ops
+// forward and ~13 backward when composed from tfjs primitives (each a full pass over a [B, H, W, C] map plus
+// ~15 µs of dispatch); here it is one op each way, two passes over the map.
+//
+//   MergevqGroupNormAct(x [B,H,W,C], gamma [C], beta [C]; groups, eps, silu) → y, mean [B,G], rstd [B,G]
+//     y = act((x − μ_bg)·rstd_bg·γ_c + β_c),  act = SiLU (z·σ(z)) or identity
+//   MergevqGroupNormActGrad(dy, x, gamma, beta, mean, rstd; groups, silu) → dx, dgamma, dbeta
+//     dz = dy·act'(z);  dx = rstd·(γ·dz − mean_grp(γ·dz) − x̂·mean_grp(γ·dz·x̂)),  dγ = Σ dz·x̂,  dβ = Σ dz
+//
+// Same formulas as trainer/src/nn/groupNorm.ts (biased variance, PyTorch semantics); statistics are
+// accumulated in double. Work is split over the batch on TF's intra-op pool. The file is also a (trivial)
+// Node-API module, so `require()` loads it into the process; loading runs the op/kernel registrations.
+// Built by hack/tfjs-native/build-ops.sh against the headers of the same tensorflow wheel.
+#include <node_api.h>
+
+#include <cmath>
+#include <vector>
+
+#include "Eigen/Core"
+#include "tensorflow/core/framework/op.h"
+#include "tensorflow/core/framework/op_kernel.h"
+#include "tensorflow/core/framework/shape_inference.h"
+#include "tensorflow/core/util/work_sharder.h"
+
+namespace {
+
+using tensorflow::OpKernel;
+using tensorflow::OpKernelConstruction;
+using tensorflow::OpKernelContext;
+using tensorflow::Tensor;
+using tensorflow::TensorShape;
+using ArrayXXfMap = Eigen::Map<Eigen::ArrayXXf>;
+using ConstArrayXXfMap = Eigen::Map<const Eigen::ArrayXXf>;
+using ConstArrayXfMap = Eigen::Map<const Eigen::ArrayXf>;
+
+REGISTER_OP("MergevqGroupNormAct")
+    .Input("x: float")
+    .Input("gamma: float")
+    .Input("beta: float")
+    .Output("y: float")
+    .Output("mean: float")
+    .Output("rstd: float")
+    .Attr("groups: int >= 1")
+    .Attr("eps: float")
+    .Attr("silu: bool")
+    .SetShapeFn([](tensorflow::shape_inference::InferenceContext* c) {
+      c->set_output(0, c->input(0));
+      c->set_output(1, c->UnknownShape());
+      c->set_output(2, c->UnknownShape());
+      return absl::OkStatus();
+    });
+
+REGISTER_OP("MergevqGroupNormActGrad")
+    .Input("dy: float")
+    .Input("x: float")
+    .Input("gamma: float")
+    .Input("beta: float")
+    .Input("mean: float")
+    .Input("rstd: float")
+    .Output("dx: float")
+    .Output("dgamma: float")
+    .Output("dbeta: float")
+    .Attr("groups: int >= 1")
+    .Attr("silu: bool")
+    .SetShapeFn([](tensorflow::shape_inference::InferenceContext* c) {
+      c->set_output(0, c->input(1));
+      c->set_output(1, c->input(2));
+      c->set_output(2, c->input(2));
+      return absl::OkStatus();
+    });
+
+struct Dims {
+  int64_t B, HW, C, G, cg;
+};
+
+// Validates x [B, H, W, C] and the per-channel vectors; sets dims. On false the op has failed with the error.
+bool CheckInputs(OpKernelContext* ctx, const Tensor& x, const Tensor& gamma, const Tensor& beta, int groups,
+                 Dims* d) {
+  auto fail = [&](const std::string& what) {
+    ctx->CtxFailure(__FILE__, __LINE__, absl::InvalidArgumentError("MergevqGroupNormAct: " + what));
+    return false;
+  };
+  if (x.dims() != 4) return fail("x must be [B, H, W, C], got " + x.shape().DebugString());
+  d->B = x.dim_size(0);
+  d->HW = x.dim_size(1) * x.dim_size(2);
+  d->C = x.dim_size(3);
+  d->G = groups;
+  if (d->C % d->G != 0) return fail(std::to_string(d->C) + " channels not divisible by " + std::to_string(groups));
+  d->cg = d->C / d->G;
+  if (gamma.NumElements() != d->C || beta.NumElements() != d->C) return fail("gamma/beta must have C elements");
+  return true;
+}
+
+void ForEachSample(OpKernelContext* ctx, const Dims& d, const std::function<void(int64_t, int64_t)>& fn) {
+  auto* pool = ctx->device()->tensorflow_cpu_worker_threads();
+  tensorflow::Shard(pool->num_threads, pool->workers, d.B, d.HW * d.C * 20, fn);
+}
+
+// Per-channel a, b with z = x·a + b = (x − μ)·rstd·γ + β for sample b0.
+void AffineOf(const Dims& d, const float* mean, const float* rstd, const float* gamma, const float* beta,
+              int64_t b0, Eigen::ArrayXf& a, Eigen::ArrayXf& bb) {
+  for (int64_t c = 0; c < d.C; ++c) {
+    const int64_t g = b0 * d.G + c / d.cg;
+    a[c] = rstd[g] * gamma[c];
+    bb[c] = beta[c] - mean[g] * a[c];
+  }
+}
+
+class GroupNormActOp : public OpKernel {
+ public:
+  explicit GroupNormActOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("groups", &groups_));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("eps", &eps_));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("silu", &silu_));
+  }
+
+  void Compute(OpKernelContext* ctx) override {
+    const Tensor& x = ctx->input(0);
+    const Tensor& gamma = ctx->input(1);
+    const Tensor& beta = ctx->input(2);
+    Dims d;
+    if (!CheckInputs(ctx, x, gamma, beta, groups_, &d)) return;
+    Tensor *y, *mean, *rstd;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, x.shape(), &y));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, TensorShape({d.B, d.G}), &mean));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(2, TensorShape({d.B, d.G}), &rstd));
+    const float* xp = x.flat<float>().data();
+    const float* gp = gamma.flat<float>().data();
+    const float* bp = beta.flat<float>().data();
+    float* yp = y->flat<float>().data();
+    float* mp = mean->flat<float>().data();
+    float* rp = rstd->flat<float>().data();
+    const double n = static_cast<double>(d.HW * d.cg);
+    ForEachSample(ctx, d, [&](int64_t start, int64_t end) {
+      Eigen::ArrayXd s1(d.C), s2(d.C);
+      Eigen::ArrayXf a(d.C), bb(d.C);
+      for (int64_t b0 = start; b0 < end; ++b0) {
+        ConstArrayXXfMap X(xp + b0 * d.HW * d.C, d.C, d.HW);  // column p = pixel p's C channels
+        ArrayXXfMap Y(yp + b0 * d.HW * d.C, d.C, d.HW);
+        // Per-channel Σx, Σx² in float over blocks of pixels, accumulated in double across blocks.
+        s1.setZero();
+        s2.setZero();
+        constexpr int64_t kBlock = 256;
+        for (int64_t p = 0; p < d.HW; p += kBlock) {
+          const int64_t w = std::min(kBlock, d.HW - p);
+          auto blk = X.middleCols(p, w);
+          s1 += blk.rowwise().sum().cast<double>();
+          s2 += blk.square().rowwise().sum().cast<double>();
+        }
+        for (int64_t g = 0; g < d.G; ++g) {
+          const double m = s1.segment(g * d.cg, d.cg).sum() / n;
+          const double var = std::max(0.0, s2.segment(g * d.cg, d.cg).sum() / n - m * m);
+          mp[b0 * d.G + g] = static_cast<float>(m);
+          rp[b0 * d.G + g] = static_cast<float>(1.0 / std::sqrt(var + static_cast<double>(eps_)));
+        }
+        AffineOf(d, mp, rp, gp, bp, b0, a, bb);
+        Y = (X.colwise() * a).colwise() + bb;
+        if (silu_) Y = Y / ((-Y).exp() + 1.0f);
+      }
+    });
+  }
+
+ private:
+  int groups_;
+  float eps_;
+  bool silu_;
+};
+
+class GroupNormActGradOp : public OpKernel {
+ public:
+  explicit GroupNormActGradOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("groups", &groups_));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("silu", &silu_));
+  }
+
+  void Compute(OpKernelContext* ctx) override {
+    const Tensor& dy = ctx->input(0);
+    const Tensor& x = ctx->input(1);
+    const Tensor& gamma = ctx->input(2);
+    const Tensor& beta = ctx->input(3);
+    const Tensor& mean = ctx->input(4);
+    const Tensor& rstd = ctx->input(5);
+    Dims d;
+    if (!CheckInputs(ctx, x, gamma, beta, groups_, &d)) return;
+    OP_REQUIRES(ctx, dy.shape() == x.shape(), absl::InvalidArgumentError("MergevqGroupNormActGrad: dy shape"));
+    OP_REQUIRES(ctx, mean.NumElements() == d.B * d.G && rstd.NumElements() == d.B * d.G,
+                absl::InvalidArgumentError("MergevqGroupNormActGrad: mean/rstd must be [B, G]"));
+    Tensor *dx, *dgamma, *dbeta;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, x.shape(), &dx));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, gamma.shape(), &dgamma));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(2, beta.shape(), &dbeta));
+    const float* dyp = dy.flat<float>().data();
+    const float* xp = x.flat<float>().data();
+    const float* gp = gamma.flat<float>().data();
+    const float* bp = beta.flat<float>().data();
+    const float* mp = mean.flat<float>().data();
+    const float* rp = rstd.flat<float>().data();
+    float* dxp = dx->flat<float>().data();
+    // Per-sample partial Σ dz and Σ dz·x̂ per channel ([B, C]), summed over the batch at the end.
+    std::vector<double> partDz(d.B * d.C), partDzX(d.B * d.C);
+    const double n = static_cast<double>(d.HW * d.cg);
+    ForEachSample(ctx, d, [&](int64_t start, int64_t end) {
+      Eigen::ArrayXf a(d.C), bb(d.C), kdz(d.C), kx(d.C), k0(d.C);
+      for (int64_t b0 = start; b0 < end; ++b0) {
+        const int64_t off = b0 * d.HW * d.C;
+        ConstArrayXXfMap X(xp + off, d.C, d.HW);
+        ConstArrayXXfMap DY(dyp + off, d.C, d.HW);
+        ArrayXXfMap DZ(dxp + off, d.C, d.HW);  // dz first, then overwritten with dx
+        AffineOf(d, mp, rp, gp, bp, b0, a, bb);
+        if (silu_) {
+          // z = x·a + b, s = σ(z): dz = dy·s·(1 + z·(1 − s))
+          DZ = (X.colwise() * a).colwise() + bb;
+          DZ = DY * (DZ * (1.0f - 1.0f / ((-DZ).exp() + 1.0f)) + 1.0f) / ((-DZ).exp() + 1.0f);
+        } else {
+          DZ = DY;
+        }
+        Eigen::ArrayXd sdz = Eigen::ArrayXd::Zero(d.C), sdzx = Eigen::ArrayXd::Zero(d.C);
+        constexpr int64_t kBlock = 256;
+        for (int64_t p = 0; p < d.HW; p += kBlock) {
+          const int64_t w = std::min(kBlock, d.HW - p);
+          sdz += DZ.middleCols(p, w).rowwise().sum().cast<double>();
+          sdzx += (DZ.middleCols(p, w) * X.middleCols(p, w)).rowwise().sum().cast<double>();
+        }
+        for (int64_t g = 0; g < d.G; ++g) {
+          const double m = mp[b0 * d.G + g];
+          const double r = rp[b0 * d.G + g];
+          double meanG = 0, meanGX = 0;
+          for (int64_t c = g * d.cg; c < (g + 1) * d.cg; ++c) {
+            const double sumDyXhat = r * (sdzx[c] - m * sdz[c]);  // Σ dz·x̂ = rstd·(Σ dz·x − μ Σ dz)
+            partDz[b0 * d.C + c] = sdz[c];
+            partDzX[b0 * d.C + c] = sumDyXhat;
+            meanG += gp[c] * sdz[c];
+            meanGX += gp[c] * sumDyXhat;
+          }
+          meanG /= n;
+          meanGX /= n;
+          // dx = r·γ·dz − r²·meanGX·x + r·(μ·r·meanGX − meanG)
+          for (int64_t c = g * d.cg; c < (g + 1) * d.cg; ++c) {
+            kdz[c] = static_cast<float>(r * gp[c]);
+            kx[c] = static_cast<float>(-r * r * meanGX);
+            k0[c] = static_cast<float>(r * (m * r * meanGX - meanG));
+          }
+        }
+        DZ = ((DZ.colwise() * kdz) + (X.colwise() * kx)).colwise() + k0;
+      }
+    });
+    float* dgp = dgamma->flat<float>().data();
+    float* dbp = dbeta->flat<float>().data();
+    for (int64_t c = 0; c < d.C; ++c) {
+      double sg = 0, sb = 0;
+      for (int64_t b0 = 0; b0 < d.B; ++b0) {
+        sg += partDzX[b0 * d.C + c];
+        sb += partDz[b0 * d.C + c];
+      }
+      dgp[c] = static_cast<float>(sg);
+      dbp[c] = static_cast<float>(sb);
+    }
+  }
+
+ private:
+  int groups_;
+  bool silu_;
+};
+
+REGISTER_KERNEL_BUILDER(Name("MergevqGroupNormAct").Device(tensorflow::DEVICE_CPU), GroupNormActOp);
+REGISTER_KERNEL_BUILDER(Name("MergevqGroupNormActGrad").Device(tensorflow::DEVICE_CPU), GroupNormActGradOp);
+
+// Node-API side: nothing to call; `cpu` reports whether this CPU runs the instructions the file was built for.
+napi_value Init(napi_env env, napi_value exports) {
+  napi_value ok;
+  napi_get_boolean(env, __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"), &ok);
+  napi_set_named_property(env, exports, "cpuSupported", ok);
+  return exports;
+}
+
+}  // namespace
+
+NAPI_MODULE(mergevq_ops, Init)
