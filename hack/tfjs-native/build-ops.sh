@@ -14,8 +14,9 @@ SRC="$HERE/ops/mergevq_ops.cc"
 NODE_BIN="$(readlink -f "$(command -v node)")"
 NODEDIR="${NODEDIR:-$(dirname "$(dirname "$NODE_BIN")")}"
 # AVX2/FMA: Eigen's packet math picks its vector width at compile time; the module reports cpuSupported and
-# the loader skips it on CPUs without them. The C++ ABI flag is the one the wheel was built with.
-FLAGS=(-std=c++17 -O3 -mavx2 -mfma -fPIC -shared -D_GLIBCXX_USE_CXX11_ABI=1 -DEIGEN_MAX_ALIGN_BYTES=64)
+# the loader skips it on CPUs without them. No FMA contraction: MergevqAdam must round like the composed ops.
+# The C++ ABI flag is the one the wheel was built with.
+FLAGS=(-std=c++17 -O3 -mavx2 -mfma -ffp-contract=off -DEIGEN_FAST_MATH=0 -fPIC -shared -D_GLIBCXX_USE_CXX11_ABI=1 -DEIGEN_MAX_ALIGN_BYTES=64)
 log() { printf '[tfjs-native ops] %s\n' "$*" >&2; }
 
 key="$(cat "$SRC" <(printf '%s\n' "${FLAGS[@]}") "$LIB/libtensorflow_framework.so.2" | sha256sum | cut -c1-16)"

@@ -8,7 +8,12 @@
 //   MergevqGroupNormActGrad(dy, x, gamma, beta, mean, rstd; groups, silu) → dx, dgamma, dbeta
 //     dz = dy·act'(z);  dx = rstd·(γ·dz − mean_grp(γ·dz) − x̂·mean_grp(γ·dz·x̂)),  dγ = Σ dz·x̂,  dβ = Σ dz
 //
-// Same formulas as trainer/src/nn/groupNorm.ts (biased variance, PyTorch semantics); statistics are
+//   MergevqAdam(p, m, v, g: N tensors each; beta1, beta2, one_minus_beta1, one_minus_beta2, bc2_sqrt, eps,
+//               step_size) → p', m', v' (N each): the whole optimiser step of trainer/src/train/adam.ts in one op,
+//     the same float32 operations in the same order (m' = m·β1 + g·(1−β1); v' = v·β2 + g²·(1−β2);
+//     p' = p − step·(m' / (√v' / √bc2 + eps))), compiled without FMA contraction, so bit-identical to it.
+//
+// GroupNorm: same formulas as trainer/src/nn/groupNorm.ts (biased variance, PyTorch semantics); statistics are
 // accumulated in double. Work is split over the batch on TF's intra-op pool. The file is also a (trivial)
 // Node-API module, so `require()` loads it into the process; loading runs the op/kernel registrations.
 // Built by hack/tfjs-native/build-ops.sh against the headers of the same tensorflow wheel.
@@ -209,9 +214,16 @@ class GroupNormActGradOp : public OpKernel {
         ArrayXXfMap DZ(dxp + off, d.C, d.HW);  // dz first, then overwritten with dx
         AffineOf(d, mp, rp, gp, bp, b0, a, bb);
         if (silu_) {
-          // z = x·a + b, s = σ(z): dz = dy·s·(1 + z·(1 − s))
-          DZ = (X.colwise() * a).colwise() + bb;
-          DZ = DY * (DZ * (1.0f - 1.0f / ((-DZ).exp() + 1.0f)) + 1.0f) / ((-DZ).exp() + 1.0f);
+          // z = x·a + b, s = σ(z): dz = dy·s·(1 + z·(1 − s)), over blocks of pixels with s in a cached buffer
+          Eigen::ArrayXXf Z(d.C, 256), S(d.C, 256);
+          for (int64_t p = 0; p < d.HW; p += 256) {
+            const int64_t w = std::min<int64_t>(256, d.HW - p);
+            auto z = Z.leftCols(w);
+            auto sg = S.leftCols(w);
+            z = (X.middleCols(p, w).colwise() * a).colwise() + bb;
+            sg = ((-z).exp() + 1.0f).inverse();
+            DZ.middleCols(p, w) = DY.middleCols(p, w) * sg * (z * (1.0f - sg) + 1.0f);
+          }
         } else {
           DZ = DY;
         }
@@ -263,6 +275,94 @@ class GroupNormActGradOp : public OpKernel {
   bool silu_;
 };
 
+REGISTER_OP("MergevqAdam")
+    .Input("p: N * float")
+    .Input("m: N * float")
+    .Input("v: N * float")
+    .Input("g: N * float")
+    .Output("p_new: N * float")
+    .Output("m_new: N * float")
+    .Output("v_new: N * float")
+    .Attr("N: int >= 1")
+    .Attr("beta1: float")
+    .Attr("beta2: float")
+    .Attr("one_minus_beta1: float")
+    .Attr("one_minus_beta2: float")
+    .Attr("bc2_sqrt: float")
+    .Attr("eps: float")
+    .Attr("step_size: float")
+    .SetShapeFn([](tensorflow::shape_inference::InferenceContext* c) {
+      int n;
+      TF_RETURN_IF_ERROR(c->GetAttr("N", &n));
+      for (int i = 0; i < 3 * n; ++i) c->set_output(i, c->input(i % n));
+      return absl::OkStatus();
+    });
+
+class AdamOp : public OpKernel {
+ public:
+  explicit AdamOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
+    for (auto [name, dst] : {std::pair{"beta1", &beta1_}, {"beta2", &beta2_}, {"one_minus_beta1", &omb1_},
+                             {"one_minus_beta2", &omb2_}, {"bc2_sqrt", &bc2_}, {"eps", &eps_}, {"step_size", &step_}}) {
+      OP_REQUIRES_OK(ctx, ctx->GetAttr(name, dst));
+    }
+  }
+
+  void Compute(OpKernelContext* ctx) override {
+    tensorflow::OpInputList p, m, v, g;
+    OP_REQUIRES_OK(ctx, ctx->input_list("p", &p));
+    OP_REQUIRES_OK(ctx, ctx->input_list("m", &m));
+    OP_REQUIRES_OK(ctx, ctx->input_list("v", &v));
+    OP_REQUIRES_OK(ctx, ctx->input_list("g", &g));
+    tensorflow::OpOutputList po, mo, vo;
+    OP_REQUIRES_OK(ctx, ctx->output_list("p_new", &po));
+    OP_REQUIRES_OK(ctx, ctx->output_list("m_new", &mo));
+    OP_REQUIRES_OK(ctx, ctx->output_list("v_new", &vo));
+    // Work items of ≤ 16k elements, so that one large parameter does not serialise the step.
+    struct Item {
+      int t;
+      int64_t start, len;
+    };
+    std::vector<Item> items;
+    std::vector<float*> pn(p.size()), mn(p.size()), vn(p.size());
+    for (int t = 0; t < p.size(); ++t) {
+      const TensorShape& shape = p[t].shape();
+      OP_REQUIRES(ctx, m[t].shape() == shape && v[t].shape() == shape && g[t].shape() == shape,
+                  absl::InvalidArgumentError("MergevqAdam: p, m, v, g shapes differ at index " + std::to_string(t)));
+      Tensor *a, *b, *c;
+      OP_REQUIRES_OK(ctx, po.allocate(t, shape, &a));
+      OP_REQUIRES_OK(ctx, mo.allocate(t, shape, &b));
+      OP_REQUIRES_OK(ctx, vo.allocate(t, shape, &c));
+      pn[t] = a->flat<float>().data();
+      mn[t] = b->flat<float>().data();
+      vn[t] = c->flat<float>().data();
+      const int64_t n = shape.num_elements();
+      for (int64_t s = 0; s < n; s += 16384) items.push_back({t, s, std::min<int64_t>(16384, n - s)});
+    }
+    auto* pool = ctx->device()->tensorflow_cpu_worker_threads();
+    tensorflow::Shard(pool->num_threads, pool->workers, static_cast<int64_t>(items.size()), 16384 * 30,
+                      [&](int64_t begin, int64_t end) {
+                        for (int64_t k = begin; k < end; ++k) {
+                          const Item& it = items[k];
+                          using Map = Eigen::Map<const Eigen::ArrayXf>;
+                          using MapOut = Eigen::Map<Eigen::ArrayXf>;
+                          Map P(p[it.t].flat<float>().data() + it.start, it.len);
+                          Map M(m[it.t].flat<float>().data() + it.start, it.len);
+                          Map V(v[it.t].flat<float>().data() + it.start, it.len);
+                          Map G(g[it.t].flat<float>().data() + it.start, it.len);
+                          MapOut PN(pn[it.t] + it.start, it.len), MN(mn[it.t] + it.start, it.len),
+                              VN(vn[it.t] + it.start, it.len);
+                          MN = M * beta1_ + G * omb1_;
+                          VN = V * beta2_ + G.square() * omb2_;
+                          PN = P - step_ * (MN / (VN.sqrt() / bc2_ + eps_));
+                        }
+                      });
+  }
+
+ private:
+  float beta1_, beta2_, omb1_, omb2_, bc2_, eps_, step_;
+};
+
+REGISTER_KERNEL_BUILDER(Name("MergevqAdam").Device(tensorflow::DEVICE_CPU), AdamOp);
 REGISTER_KERNEL_BUILDER(Name("MergevqGroupNormAct").Device(tensorflow::DEVICE_CPU), GroupNormActOp);
 REGISTER_KERNEL_BUILDER(Name("MergevqGroupNormActGrad").Device(tensorflow::DEVICE_CPU), GroupNormActGradOp);
 

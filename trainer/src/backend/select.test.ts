@@ -10,8 +10,10 @@ import path from "node:path";
 import { after, describe, test } from "node:test";
 import { fileURLToPath } from "node:url";
 import * as tf from "@tensorflow/tfjs";
-import { groupNormAct, setFusedGroupNorm } from "../nn/groupNorm.ts";
+import { setFusedKernels } from "../nn/fusedOps.ts";
+import { groupNormAct } from "../nn/groupNorm.ts";
 import { conv2dValid } from "../nn/kernels.ts";
+import { NamedAdam, ownedVariable } from "../train/adam.ts";
 import { compareSteps, lcg, type StepResult, T1_PARITY, t1Step } from "../train/backendParity.ts";
 import { cacheRoot } from "../util/cache.ts";
 import { nativeCandidates, tfjsNodeCacheDir } from "./native.ts";
@@ -240,14 +242,14 @@ describe("native vs wasm/cpu parity", () => {
 });
 
 describe("native fast kernels", () => {
-  test("Cast/Reshape/Mean/Sum fast paths match the cpu backend exactly and keep refcounts right", async (t) => {
+  test("Cast/Reshape/Mean/Sum/BatchMatMul fast paths match the cpu backend exactly and keep refcounts right", async (t) => {
     if (nativeCandidates().candidates.length === 0) {
       t.diagnostic("native backend absent: fast kernels not installed, nothing to compare");
       assert.equal(tf.findBackend("tensorflow"), null);
       return;
     }
     const s = await startBackend("tensorflow");
-    assert.deepEqual(s.native?.fastKernels, ["Cast", "Reshape", "Mean", "Sum"]);
+    assert.deepEqual(s.native?.fastKernels, ["Cast", "Reshape", "Mean", "Sum", "BatchMatMul"]);
     // Values drawn on cpu so both backends see identical inputs; sums/means of small integers are exact.
     const cases = (): tf.Tensor[] => {
       const x = tf.tensor(
@@ -269,6 +271,10 @@ describe("native fast kernels", () => {
         tf.sum(x, [0, 2]),
         tf.sum(xi, -1, true),
         tf.sum(x),
+        tf.matMul(tf.reshape(x, [6, 8]), tf.reshape(x, [8, 6])), // 2-D: MatMul; small integers, exact
+        tf.matMul(tf.reshape(x, [8, 6]), tf.reshape(x, [8, 6]), true, false),
+        tf.matMul(tf.reshape(x, [6, 8]), tf.reshape(x, [6, 8]), false, true),
+        tf.matMul(tf.reshape(x, [2, 3, 8]), tf.reshape(x, [2, 8, 3])), // batched: tfjs-node's kernel
       ];
     };
     const vals = (ts: tf.Tensor[]) =>
@@ -299,7 +305,9 @@ describe("fused GroupNorm kernels (hack/tfjs-native/ops)", () => {
       return;
     }
     const s = await startBackend("tensorflow");
-    assert.deepEqual(s.native?.fusedOps, { kernels: ["MergevqGroupNormAct", "MergevqGroupNormActGrad"] });
+    assert.deepEqual(s.native?.fusedOps, {
+      kernels: ["MergevqGroupNormAct", "MergevqGroupNormActGrad", "MergevqAdam"],
+    });
     // C/G = 1 and 2, batch 1, an odd spatial size, with and without SiLU / affine; values off-centre (mean 0.5,
     // std 2) so the statistics matter.
     const cases: Array<{ shape: [number, number, number, number]; groups: number; silu: boolean; affine: boolean }> = [
@@ -319,7 +327,7 @@ describe("fused GroupNorm kernels (hack/tfjs-native/ops)", () => {
       const gamma = tf.tensor1d(Float32Array.from(lcg(C, 3), (v) => 1 + 0.3 * v));
       const beta = tf.tensor1d(Float32Array.from(lcg(C, 4), (v) => 0.3 * v));
       const run = (fused: boolean): Float32Array[] => {
-        setFusedGroupNorm(fused);
+        setFusedKernels(fused);
         try {
           return tf.tidy(() => {
             const f = (xx: tf.Tensor, g: tf.Tensor, b: tf.Tensor) =>
@@ -350,7 +358,7 @@ describe("fused GroupNorm kernels (hack/tfjs-native/ops)", () => {
             return [y, ...grads].map((v) => v.dataSync() as Float32Array);
           });
         } finally {
-          setFusedGroupNorm(true);
+          setFusedKernels(true);
         }
       };
       const before = tf.memory().numTensors;
@@ -369,6 +377,64 @@ describe("fused GroupNorm kernels (hack/tfjs-native/ops)", () => {
       () => groupNormAct(tf.zeros([1, 2, 2, 48]) as tf.Tensor4D, 32, 1e-6, true),
       /48 channels not divisible by 32 groups/,
     );
+  });
+});
+
+describe("fused Adam kernel (hack/tfjs-native/ops)", () => {
+  test("one op for all parameters with a gradient, bit-identical to the composed update; the rest composed", async (t) => {
+    if (nativeCandidates().candidates.length === 0) {
+      t.diagnostic("native backend absent: no fused kernel to compare");
+      return;
+    }
+    await startBackend("tensorflow");
+    const shapes: Record<string, number[]> = { a: [3, 3, 8, 8], b: [8], c: [70000], d: [8], noGrad: [5] };
+    const runSteps = (fused: boolean) => {
+      setFusedKernels(fused);
+      try {
+        const params = new Map(
+          Object.entries(shapes).map(([n, s], i) => {
+            const size = s.reduce((x, y) => x * y, 1);
+            return [n, ownedVariable(tf.tensor(lcg(size, 10 + i), s))] as const;
+          }),
+        );
+        const adam = new NamedAdam(params, { beta1: 0.5, beta2: 0.9, eps: 1e-8 });
+        for (let step = 0; step < 3; step++) {
+          const grads = new Map(
+            Object.entries(shapes)
+              .filter(([n]) => n !== "noGrad")
+              .map(
+                ([n, s], i) =>
+                  [
+                    n,
+                    tf.tensor(
+                      lcg(
+                        s.reduce((x, y) => x * y, 1),
+                        100 * step + i,
+                      ),
+                      s,
+                    ),
+                  ] as const,
+              ),
+          );
+          adam.step(grads, 2e-4 * (step + 1));
+          tf.dispose([...grads.values()]);
+        }
+        const out = [...params.keys()].flatMap((n) =>
+          [params.get(n), adam.m.get(n), adam.v.get(n)].map((v) => Array.from((v as tf.Tensor).dataSync())),
+        );
+        adam.dispose();
+        tf.dispose([...params.values()]);
+        return out;
+      } finally {
+        setFusedKernels(true);
+      }
+    };
+    const before = tf.memory().numTensors;
+    const fused = runSteps(true);
+    assert.equal(tf.memory().numTensors, before, "no tensor left behind");
+    const composed = runSteps(false);
+    assert.deepEqual(fused, composed);
+    assert.notDeepEqual(fused[0], Array.from(lcg(3 * 3 * 8 * 8, 10)), "the parameters moved");
   });
 });
 

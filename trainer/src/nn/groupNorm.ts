@@ -2,6 +2,7 @@
 // implementations that compute the same function: an autodiff reference and two custom-gradient versions
 // whose layouts suit different backends (setGroupNormMode picks; "auto" chooses by backend).
 import * as tf from "@tensorflow/tfjs";
+import { fusedKernel, GROUP_NORM_ACT, GROUP_NORM_ACT_GRAD } from "./fusedOps.ts";
 import type { Params } from "./params.ts";
 
 /**
@@ -147,16 +148,8 @@ function groupNormContiguous(x: tf.Tensor4D, groups: number, eps: number, gamma?
 
 // ───────────────────────────── fused kernel (native backend) ─────────────────────────────
 
-/**
- * One-kernel GroupNorm (+ SiLU) and its gradient, where a backend provides them (the native tensorflow
- * backend, with the op library hack/tfjs-native/ops builds: trainer/src/backend/nativeKernels.ts). Inputs
- * x [B, H, W, C], gamma, beta [C]; attrs groups, eps, silu; outputs y, mean [B, G], rstd [B, G]. The gradient
- * kernel takes (dy, x, gamma, beta, mean, rstd) and returns dx, dγ, dβ — the same formulas as the layouts
- * above, with statistics accumulated in float64.
- */
-export const GROUP_NORM_ACT = "MergevqGroupNormAct";
-export const GROUP_NORM_ACT_GRAD = "MergevqGroupNormActGrad";
-
+// The fused kernel (trainer/src/nn/fusedOps.ts): one op each way, the same formulas as the layouts above with
+// the statistics accumulated in float64.
 tf.registerGradient({
   kernelName: GROUP_NORM_ACT,
   inputsToSave: ["x", "gamma", "beta"],
@@ -176,14 +169,6 @@ tf.registerGradient({
   },
 });
 
-let fusedDisabled = false;
-/** Force the composed GroupNorm even where the fused kernel exists (tests compare the two). */
-export function setFusedGroupNorm(enabled: boolean): void {
-  fusedDisabled = !enabled;
-}
-export const fusedGroupNormAvailable = (): boolean =>
-  !fusedDisabled && tf.getKernel(GROUP_NORM_ACT, tf.getBackend()) !== undefined;
-
 /**
  * GroupNorm(groups, eps) with optional affine γ, β [C], then SiLU when `silu`: one fused kernel each way
  * where the backend has it, else groupNormRaw (+ x·σ(x)).
@@ -196,7 +181,7 @@ export function groupNormAct(
   gamma?: tf.Tensor,
   beta?: tf.Tensor,
 ): tf.Tensor4D {
-  if (fusedGroupNormAvailable()) {
+  if (fusedKernel(GROUP_NORM_ACT)) {
     return tf.tidy(() => {
       const C = x.shape[3];
       if (C % groups !== 0) throw new Error(`GroupNorm: ${C} channels not divisible by ${groups} groups`);

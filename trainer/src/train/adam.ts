@@ -3,6 +3,7 @@
 // count and bias corrections are plain numbers (bit-identical resume: no float32 running β-power products)
 // and the moments are addressable by stable parameter names for checkpoints.
 import * as tf from "@tensorflow/tfjs";
+import { FUSED_ADAM, fusedKernel } from "../nn/fusedOps.ts";
 
 export interface AdamOptions {
   beta1: number;
@@ -48,9 +49,15 @@ export class NamedAdam {
     const bc1 = 1 - beta1 ** this.t;
     const bc2Sqrt = Math.sqrt(1 - beta2 ** this.t);
     const stepSize = lr / bc1;
+    // Where the backend has the fused kernel, every parameter with a gradient is updated by one op (same float32
+    // operations, bit-identical); the rest take the composed path below.
+    const fused = fusedKernel(FUSED_ADAM) ? [...this.params.keys()].filter((n) => grads.get(n)) : [];
+    if (fused.length > 0) this.fusedStep(fused, grads, { beta1, beta2, eps, bc2Sqrt, stepSize });
+    const done = new Set(fused);
     // Same-shape parameters with / without a gradient, in parameter order.
     const groups = new Map<string, string[]>();
     for (const [name, p] of this.params) {
+      if (done.has(name)) continue;
       const key = p.size > GROUP_MAX_SIZE ? `1:${name}` : `${grads.get(name) ? "g" : "-"}${p.shape.join(",")}`;
       const names = groups.get(key);
       if (names) names.push(name);
@@ -86,6 +93,39 @@ export class NamedAdam {
         });
       }
     });
+  }
+
+  private fusedStep(
+    names: string[],
+    grads: ReadonlyMap<string, tf.Tensor>,
+    c: { beta1: number; beta2: number; eps: number; bc2Sqrt: number; stepSize: number },
+  ): void {
+    const inputs: Record<string, tf.Tensor> = {};
+    names.forEach((n, i) => {
+      inputs[`p${i}`] = this.params.get(n) as tf.Variable;
+      inputs[`m${i}`] = this.m.get(n) as tf.Variable;
+      inputs[`v${i}`] = this.v.get(n) as tf.Variable;
+      inputs[`g${i}`] = grads.get(n) as tf.Tensor;
+    });
+    // The constants as the composed path's float32 scalars hold them.
+    const f = Math.fround;
+    const outs = tf.engine().runKernel(FUSED_ADAM, inputs, {
+      n: names.length,
+      beta1: f(c.beta1),
+      beta2: f(c.beta2),
+      one_minus_beta1: f(1 - c.beta1),
+      one_minus_beta2: f(1 - c.beta2),
+      bc2_sqrt: f(c.bc2Sqrt),
+      eps: f(c.eps),
+      step_size: f(c.stepSize),
+    }) as tf.Tensor[];
+    const N = names.length;
+    names.forEach((n, i) => {
+      (this.params.get(n) as tf.Variable).assign(outs[i]);
+      (this.m.get(n) as tf.Variable).assign(outs[N + i]);
+      (this.v.get(n) as tf.Variable).assign(outs[2 * N + i]);
+    });
+    tf.dispose(outs);
   }
 
   dispose(): void {
