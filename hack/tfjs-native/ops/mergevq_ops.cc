@@ -12,6 +12,9 @@
 //               step_size) → p', m', v' (N each): the whole optimiser step of trainer/src/train/adam.ts in one op,
 //     the same float32 operations in the same order (m' = m·β1 + g·(1−β1); v' = v·β2 + g²·(1−β2);
 //     p' = p − step·(m' / (√v' / √bc2 + eps))), compiled without FMA contraction, so bit-identical to it.
+//   MergevqLayerNorm(x [N, D], gamma, beta; eps) → y, mean [N], rstd [N]  (timm LayerNorm, biased variance)
+//   MergevqLayerNormGrad(dy, x, gamma, mean, rstd) → dx, dgamma, dbeta
+//   MergevqGelu(x) → 0.5·x·(1 + erf(x/√2));  MergevqGeluGrad(dy, x) → dy·(Φ(x) + x·φ(x))
 //
 // GroupNorm: same formulas as trainer/src/nn/groupNorm.ts (biased variance, PyTorch semantics); statistics are
 // accumulated in double. Work is split over the batch on TF's intra-op pool. The file is also a (trivial)
@@ -23,6 +26,7 @@
 #include <vector>
 
 #include "Eigen/Core"
+#include "unsupported/Eigen/SpecialFunctions"
 #include "tensorflow/core/framework/op.h"
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/shape_inference.h"
@@ -365,6 +369,201 @@ class AdamOp : public OpKernel {
 REGISTER_KERNEL_BUILDER(Name("MergevqAdam").Device(tensorflow::DEVICE_CPU), AdamOp);
 REGISTER_KERNEL_BUILDER(Name("MergevqGroupNormAct").Device(tensorflow::DEVICE_CPU), GroupNormActOp);
 REGISTER_KERNEL_BUILDER(Name("MergevqGroupNormActGrad").Device(tensorflow::DEVICE_CPU), GroupNormActGradOp);
+
+// ───────────────────────────── LayerNorm over the last axis ─────────────────────────────
+
+REGISTER_OP("MergevqLayerNorm")
+    .Input("x: float")
+    .Input("gamma: float")
+    .Input("beta: float")
+    .Output("y: float")
+    .Output("mean: float")
+    .Output("rstd: float")
+    .Attr("eps: float")
+    .SetShapeFn([](tensorflow::shape_inference::InferenceContext* c) {
+      c->set_output(0, c->input(0));
+      c->set_output(1, c->UnknownShape());
+      c->set_output(2, c->UnknownShape());
+      return absl::OkStatus();
+    });
+
+REGISTER_OP("MergevqLayerNormGrad")
+    .Input("dy: float")
+    .Input("x: float")
+    .Input("gamma: float")
+    .Input("mean: float")
+    .Input("rstd: float")
+    .Output("dx: float")
+    .Output("dgamma: float")
+    .Output("dbeta: float")
+    .SetShapeFn([](tensorflow::shape_inference::InferenceContext* c) {
+      c->set_output(0, c->input(1));
+      c->set_output(1, c->input(2));
+      c->set_output(2, c->input(2));
+      return absl::OkStatus();
+    });
+
+// Rows of the last axis: x viewed as [N, D] (D contiguous).
+bool RowsOf(OpKernelContext* ctx, const Tensor& x, const Tensor& gamma, int64_t* N, int64_t* D) {
+  if (x.dims() < 1 || x.dim_size(x.dims() - 1) != gamma.NumElements()) {
+    ctx->CtxFailure(__FILE__, __LINE__,
+                    absl::InvalidArgumentError("MergevqLayerNorm: last axis of " + x.shape().DebugString() +
+                                               " must match gamma " + gamma.shape().DebugString()));
+    return false;
+  }
+  *D = gamma.NumElements();
+  *N = *D == 0 ? 0 : x.NumElements() / *D;
+  return true;
+}
+
+void ForEachRow(OpKernelContext* ctx, int64_t N, int64_t D, const std::function<void(int64_t, int64_t)>& fn) {
+  auto* pool = ctx->device()->tensorflow_cpu_worker_threads();
+  tensorflow::Shard(pool->num_threads, pool->workers, N, D * 10, fn);
+}
+
+class LayerNormOp : public OpKernel {
+ public:
+  explicit LayerNormOp(OpKernelConstruction* ctx) : OpKernel(ctx) { OP_REQUIRES_OK(ctx, ctx->GetAttr("eps", &eps_)); }
+  void Compute(OpKernelContext* ctx) override {
+    const Tensor& x = ctx->input(0);
+    const Tensor& gamma = ctx->input(1);
+    const Tensor& beta = ctx->input(2);
+    int64_t N, D;
+    if (!RowsOf(ctx, x, gamma, &N, &D)) return;
+    OP_REQUIRES(ctx, beta.NumElements() == D, absl::InvalidArgumentError("MergevqLayerNorm: beta size"));
+    Tensor *y, *mean, *rstd;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, x.shape(), &y));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, TensorShape({N}), &mean));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(2, TensorShape({N}), &rstd));
+    const float* xp = x.flat<float>().data();
+    float* yp = y->flat<float>().data();
+    float* mp = mean->flat<float>().data();
+    float* rp = rstd->flat<float>().data();
+    ConstArrayXfMap G(gamma.flat<float>().data(), D), Bt(beta.flat<float>().data(), D);
+    ForEachRow(ctx, N, D, [&](int64_t start, int64_t end) {
+      for (int64_t r = start; r < end; ++r) {
+        ConstArrayXfMap X(xp + r * D, D);
+        Eigen::Map<Eigen::ArrayXf> Y(yp + r * D, D);
+        const double m = X.cast<double>().mean();
+        const double var = (X.cast<double>() - m).square().mean();
+        const float rs = static_cast<float>(1.0 / std::sqrt(var + static_cast<double>(eps_)));
+        mp[r] = static_cast<float>(m);
+        rp[r] = rs;
+        Y = (X - mp[r]) * rs * G + Bt;
+      }
+    });
+  }
+
+ private:
+  float eps_;
+};
+
+class LayerNormGradOp : public OpKernel {
+ public:
+  explicit LayerNormGradOp(OpKernelConstruction* ctx) : OpKernel(ctx) {}
+  void Compute(OpKernelContext* ctx) override {
+    const Tensor& dy = ctx->input(0);
+    const Tensor& x = ctx->input(1);
+    const Tensor& gamma = ctx->input(2);
+    const Tensor& mean = ctx->input(3);
+    const Tensor& rstd = ctx->input(4);
+    int64_t N, D;
+    if (!RowsOf(ctx, x, gamma, &N, &D)) return;
+    OP_REQUIRES(ctx, dy.shape() == x.shape() && mean.NumElements() == N && rstd.NumElements() == N,
+                absl::InvalidArgumentError("MergevqLayerNormGrad: input shapes"));
+    Tensor *dx, *dgamma, *dbeta;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, x.shape(), &dx));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, gamma.shape(), &dgamma));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(2, gamma.shape(), &dbeta));
+    const float* xp = x.flat<float>().data();
+    const float* dyp = dy.flat<float>().data();
+    const float* mp = mean.flat<float>().data();
+    const float* rp = rstd.flat<float>().data();
+    float* dxp = dx->flat<float>().data();
+    ConstArrayXfMap G(gamma.flat<float>().data(), D);
+    // dγ, dβ: per-shard partial sums (float64), added at the end.
+    auto* pool = ctx->device()->tensorflow_cpu_worker_threads();
+    const int shards = std::max(1, pool->num_threads) * 4;
+    std::vector<Eigen::ArrayXd> pg(shards, Eigen::ArrayXd::Zero(D)), pb(shards, Eigen::ArrayXd::Zero(D));
+    const int64_t per = (N + shards - 1) / shards;
+    tensorflow::Shard(pool->num_threads, pool->workers, shards, per * D * 12, [&](int64_t s0, int64_t s1) {
+      Eigen::ArrayXf xhat(D), g(D);
+      for (int64_t s = s0; s < s1; ++s) {
+        for (int64_t r = s * per; r < std::min(N, (s + 1) * per); ++r) {
+          ConstArrayXfMap X(xp + r * D, D), DY(dyp + r * D, D);
+          Eigen::Map<Eigen::ArrayXf> DX(dxp + r * D, D);
+          xhat = (X - mp[r]) * rp[r];
+          g = DY * G;
+          const float mg = g.mean();
+          const float mgx = (g * xhat).mean();
+          DX = rp[r] * (g - mg - xhat * mgx);
+          pg[s] += (DY * xhat).cast<double>();
+          pb[s] += DY.cast<double>();
+        }
+      }
+    });
+    Eigen::ArrayXd sg = Eigen::ArrayXd::Zero(D), sb = Eigen::ArrayXd::Zero(D);
+    for (int s = 0; s < shards; ++s) {
+      sg += pg[s];
+      sb += pb[s];
+    }
+    Eigen::Map<Eigen::ArrayXf>(dgamma->flat<float>().data(), D) = sg.cast<float>();
+    Eigen::Map<Eigen::ArrayXf>(dbeta->flat<float>().data(), D) = sb.cast<float>();
+  }
+};
+
+// ───────────────────────────── exact GELU ─────────────────────────────
+
+REGISTER_OP("MergevqGelu").Input("x: float").Output("y: float").SetShapeFn([](tensorflow::shape_inference::InferenceContext* c) {
+  c->set_output(0, c->input(0));
+  return absl::OkStatus();
+});
+REGISTER_OP("MergevqGeluGrad")
+    .Input("dy: float")
+    .Input("x: float")
+    .Output("dx: float")
+    .SetShapeFn([](tensorflow::shape_inference::InferenceContext* c) {
+      c->set_output(0, c->input(1));
+      return absl::OkStatus();
+    });
+
+template <bool kGrad>
+class GeluOp : public OpKernel {
+ public:
+  explicit GeluOp(OpKernelConstruction* ctx) : OpKernel(ctx) {}
+  void Compute(OpKernelContext* ctx) override {
+    const Tensor& x = ctx->input(kGrad ? 1 : 0);
+    Tensor* out;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, x.shape(), &out));
+    const float* xp = x.flat<float>().data();
+    const float* dyp = kGrad ? ctx->input(0).flat<float>().data() : nullptr;
+    if (kGrad) OP_REQUIRES(ctx, ctx->input(0).shape() == x.shape(), absl::InvalidArgumentError("MergevqGeluGrad: shapes"));
+    float* op = out->flat<float>().data();
+    const int64_t n = x.NumElements();
+    auto* pool = ctx->device()->tensorflow_cpu_worker_threads();
+    constexpr int64_t kBlock = 4096;
+    tensorflow::Shard(pool->num_threads, pool->workers, (n + kBlock - 1) / kBlock, kBlock * 40,
+                      [&](int64_t b0, int64_t b1) {
+                        for (int64_t b = b0; b < b1; ++b) {
+                          const int64_t s = b * kBlock, w = std::min(kBlock, n - s);
+                          ConstArrayXfMap X(xp + s, w);
+                          Eigen::Map<Eigen::ArrayXf> O(op + s, w);
+                          const Eigen::ArrayXf cdf = 0.5f * ((X * static_cast<float>(M_SQRT1_2)).erf() + 1.0f);
+                          if (kGrad) {
+                            ConstArrayXfMap DY(dyp + s, w);
+                            O = DY * (cdf + X * (-0.5f * X.square()).exp() * static_cast<float>(0.5 * M_2_SQRTPI * M_SQRT1_2));
+                          } else {
+                            O = X * cdf;
+                          }
+                        }
+                      });
+  }
+};
+
+REGISTER_KERNEL_BUILDER(Name("MergevqLayerNorm").Device(tensorflow::DEVICE_CPU), LayerNormOp);
+REGISTER_KERNEL_BUILDER(Name("MergevqLayerNormGrad").Device(tensorflow::DEVICE_CPU), LayerNormGradOp);
+REGISTER_KERNEL_BUILDER(Name("MergevqGelu").Device(tensorflow::DEVICE_CPU), GeluOp<false>);
+REGISTER_KERNEL_BUILDER(Name("MergevqGeluGrad").Device(tensorflow::DEVICE_CPU), GeluOp<true>);
 
 // Node-API side: nothing to call; `cpu` reports whether this CPU runs the instructions the file was built for.
 napi_value Init(napi_env env, napi_value exports) {

@@ -1,7 +1,17 @@
 // Native fast paths: tfjs-node kernels that pay for work the op does not need, replaced by direct libtensorflow
 // calls through the addon's binding (MERGEVQ_TFJS_NODE_FAST_KERNELS=0 keeps tfjs-node's own).
 import * as tf from "@tensorflow/tfjs";
-import { FUSED_ADAM, GROUP_NORM_ACT, GROUP_NORM_ACT_GRAD } from "../nn/fusedOps.ts";
+import {
+  BIAS_ADD,
+  BIAS_ADD_GRAD,
+  FUSED_ADAM,
+  GELU,
+  GELU_GRAD,
+  GROUP_NORM_ACT,
+  GROUP_NORM_ACT_GRAD,
+  LAYER_NORM,
+  LAYER_NORM_GRAD,
+} from "../nn/fusedOps.ts";
 
 type KernelArgs = Parameters<tf.KernelFunc>[0];
 
@@ -153,6 +163,7 @@ export function installFusedKernels(): string[] {
     inputNames: (attrs: Record<string, unknown>) => string[],
     numOutputs: (attrs: Record<string, unknown>) => number,
     attrs: (a: Record<string, unknown>, b: NodeKernelBackend) => NodeOpAttr[],
+    tfOp = op,
   ) => {
     tf.registerKernel({
       kernelName: op,
@@ -165,8 +176,9 @@ export function installFusedKernels(): string[] {
         for (const [i, t] of ins.entries()) {
           if (t?.dtype !== "float32") throw new Error(`${op}: input ${names[i]} must be a float32 tensor`);
         }
-        const outs = b.binding.executeOp(op, attrs(a, b), b.getInputTensorIds(ins), numOutputs(a));
-        return outs.map((o) => b.createOutputTensor(o));
+        const outs = b.binding.executeOp(tfOp, attrs(a, b), b.getInputTensorIds(ins), numOutputs(a));
+        const tensors = outs.map((o) => b.createOutputTensor(o));
+        return tensors.length === 1 ? tensors[0] : tensors; // a single-output kernel returns one tensor
       },
     });
   };
@@ -208,5 +220,56 @@ export function installFusedKernels(): string[] {
       ),
     ],
   );
-  return [GROUP_NORM_ACT, GROUP_NORM_ACT_GRAD, FUSED_ADAM];
+  run(
+    LAYER_NORM,
+    () => ["x", "gamma", "beta"],
+    () => 3,
+    (a, b) => [float(b, "eps", a.eps)],
+  );
+  run(
+    LAYER_NORM_GRAD,
+    () => ["dy", "x", "gamma", "mean", "rstd"],
+    () => 3,
+    () => [],
+  );
+  run(
+    GELU,
+    () => ["x"],
+    () => 1,
+    () => [],
+  );
+  run(
+    GELU_GRAD,
+    () => ["dy", "x"],
+    () => 1,
+    () => [],
+  );
+  // TF's own BiasAdd / BiasAddGrad (NHWC = channels last, the default): one pass each, where tfjs's broadcast
+  // Add and its gradient (a Sum over the broadcast axes) are slower.
+  const floatT = (b: NodeKernelBackend) => [{ name: "T", type: b.binding.TF_ATTR_TYPE, value: b.binding.TF_FLOAT }];
+  run(
+    BIAS_ADD,
+    () => ["x", "b"],
+    () => 1,
+    (_a, b) => floatT(b),
+    "BiasAdd",
+  );
+  run(
+    BIAS_ADD_GRAD,
+    () => ["dy"],
+    () => 1,
+    (_a, b) => floatT(b),
+    "BiasAddGrad",
+  );
+  return [
+    GROUP_NORM_ACT,
+    GROUP_NORM_ACT_GRAD,
+    FUSED_ADAM,
+    LAYER_NORM,
+    LAYER_NORM_GRAD,
+    GELU,
+    GELU_GRAD,
+    BIAS_ADD,
+    BIAS_ADD_GRAD,
+  ];
 }

@@ -13,6 +13,7 @@ import * as tf from "@tensorflow/tfjs";
 import { setFusedKernels } from "../nn/fusedOps.ts";
 import { groupNormAct } from "../nn/groupNorm.ts";
 import { conv2dValid } from "../nn/kernels.ts";
+import { biasAdd, gelu, layerNorm } from "../nn/layers.ts";
 import { NamedAdam, ownedVariable } from "../train/adam.ts";
 import { compareSteps, lcg, type StepResult, T1_PARITY, t1Step } from "../train/backendParity.ts";
 import { cacheRoot } from "../util/cache.ts";
@@ -306,7 +307,17 @@ describe("fused GroupNorm kernels (hack/tfjs-native/ops)", () => {
     }
     const s = await startBackend("tensorflow");
     assert.deepEqual(s.native?.fusedOps, {
-      kernels: ["MergevqGroupNormAct", "MergevqGroupNormActGrad", "MergevqAdam"],
+      kernels: [
+        "MergevqGroupNormAct",
+        "MergevqGroupNormActGrad",
+        "MergevqAdam",
+        "MergevqLayerNorm",
+        "MergevqLayerNormGrad",
+        "MergevqGelu",
+        "MergevqGeluGrad",
+        "MergevqBiasAdd",
+        "MergevqBiasAddGrad",
+      ],
     });
     // C/G = 1 and 2, batch 1, an odd spatial size, with and without SiLU / affine; values off-centre (mean 0.5,
     // std 2) so the statistics matter.
@@ -377,6 +388,60 @@ describe("fused GroupNorm kernels (hack/tfjs-native/ops)", () => {
       () => groupNormAct(tf.zeros([1, 2, 2, 48]) as tf.Tensor4D, 32, 1e-6, true),
       /48 channels not divisible by 32 groups/,
     );
+  });
+});
+
+describe("fused LayerNorm, GELU and BiasAdd kernels", () => {
+  test("forward and gradients match the composed layers (rank 2 and 3, widths 8…1536)", async (t) => {
+    if (nativeCandidates().candidates.length === 0) {
+      t.diagnostic("native backend absent: no fused kernels to compare");
+      return;
+    }
+    await startBackend("tensorflow");
+    const cases: Array<number[]> = [
+      [4, 17, 64],
+      [68, 1536],
+      [3, 8],
+    ];
+    for (const shape of cases) {
+      const n = shape.reduce((a, b) => a * b, 1);
+      const D = shape[shape.length - 1];
+      const x = tf.tensor(
+        Float32Array.from(lcg(n, 5), (v) => 3 * v + 0.2),
+        shape,
+      );
+      const w = tf.tensor(lcg(n, 6), shape);
+      const gamma = tf.tensor1d(Float32Array.from(lcg(D, 7), (v) => 1 + 0.5 * v));
+      const beta = tf.tensor1d(lcg(D, 8));
+      const layers: Array<[string, (xx: tf.Tensor, g: tf.Tensor, b: tf.Tensor) => tf.Tensor]> = [
+        ["layerNorm", (xx, g, b) => layerNorm({ get: (nm: string) => (nm.endsWith("weight") ? g : b) }, "n", xx)],
+        ["gelu", (xx, g, b) => tf.add(gelu(xx), tf.mul(tf.sum(g), tf.sum(b)))],
+        ["biasAdd", (xx, g, b) => biasAdd(xx, tf.add(g, b))],
+      ];
+      for (const [name, layer] of layers) {
+        const run = (fused: boolean): Float32Array[] => {
+          setFusedKernels(fused);
+          try {
+            return tf.tidy(() => {
+              const f = (xx: tf.Tensor, g: tf.Tensor, b: tf.Tensor) => tf.sum(tf.mul(layer(xx, g, b), w));
+              return [layer(x, gamma, beta), ...tf.grads(f)([x, gamma, beta])].map((v) => v.dataSync() as Float32Array);
+            });
+          } finally {
+            setFusedKernels(true);
+          }
+        };
+        const before = tf.memory().numTensors;
+        const fused = run(true);
+        assert.equal(tf.memory().numTensors, before, `${name}: the fused path frees everything it allocates`);
+        const composed = run(false);
+        for (const [i, ref] of composed.entries()) {
+          const scale = ref.reduce((m, v) => Math.max(m, Math.abs(v)), 0);
+          const diff = fused[i].reduce((m, v, j) => Math.max(m, Math.abs(v - ref[j])), 0);
+          assert.ok(diff <= 2e-5 * scale, `${name} [${shape}] output ${i}: max |Δ| ${diff} vs scale ${scale}`);
+        }
+      }
+      tf.dispose([x, w, gamma, beta]);
+    }
   });
 });
 

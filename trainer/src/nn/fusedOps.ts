@@ -13,6 +13,17 @@ export const GROUP_NORM_ACT_GRAD = "MergevqGroupNormActGrad";
  */
 export const FUSED_ADAM = "MergevqAdam";
 
+/** LayerNorm over the last axis: inputs x, gamma, beta; attr eps; outputs y, mean [N], rstd [N]. */
+export const LAYER_NORM = "MergevqLayerNorm";
+/** Its gradient: inputs dy, x, gamma, mean, rstd; outputs dx, dgamma, dbeta. */
+export const LAYER_NORM_GRAD = "MergevqLayerNormGrad";
+/** Exact GELU (input x) and its gradient (inputs dy, x). */
+export const GELU = "MergevqGelu";
+export const GELU_GRAD = "MergevqGeluGrad";
+/** x + b over the last axis (inputs x, b: TF's BiasAdd) and its gradient Σ dy over the leading axes (input dy). */
+export const BIAS_ADD = "MergevqBiasAdd";
+export const BIAS_ADD_GRAD = "MergevqBiasAddGrad";
+
 import * as tf from "@tensorflow/tfjs";
 
 let disabled = false;

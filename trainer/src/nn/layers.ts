@@ -2,6 +2,7 @@
 // shapes, initialisation) beside its forward. Parameters live in a ParamStore (params.ts) under dotted names
 // ("<block>.<layer>.weight"), so a forward reads exactly the names its Specs declared.
 import * as tf from "@tensorflow/tfjs";
+import { BIAS_ADD, BIAS_ADD_GRAD, fusedKernel, GELU, GELU_GRAD, LAYER_NORM, LAYER_NORM_GRAD } from "./fusedOps.ts";
 import { conv2dValid, matMul2d, pad1 } from "./kernels.ts";
 import {
   fnv1a,
@@ -60,13 +61,57 @@ export function layerScaleSpecs(name: string, C: number, group: ParamGroup): Par
   return [{ name: `${name}.gamma`, shape: [C], init: { kind: "const", value: 1e-5 }, group }];
 }
 
+// Gradients of the fused kernels (trainer/src/nn/fusedOps.ts), used where a backend provides them.
+tf.registerGradient({
+  kernelName: GELU,
+  inputsToSave: ["x"],
+  gradFunc: (dy, [x]) => ({ x: () => tf.engine().runKernel(GELU_GRAD, { dy: dy as tf.Tensor, x }) as tf.Tensor }),
+});
+tf.registerGradient({
+  kernelName: BIAS_ADD,
+  gradFunc: (dy) => ({
+    x: () => dy as tf.Tensor,
+    b: () => tf.engine().runKernel(BIAS_ADD_GRAD, { dy: dy as tf.Tensor }) as tf.Tensor,
+  }),
+});
+tf.registerGradient({
+  kernelName: LAYER_NORM,
+  inputsToSave: ["x", "gamma"],
+  outputsToSave: [false, true, true],
+  gradFunc: (dy, saved) => {
+    const [x, gamma, mean, rstd] = saved;
+    // One kernel for the three gradients, run here (not lazily in a closure: see groupNorm.ts).
+    const [dx, dGamma, dBeta] = tf.engine().runKernel(LAYER_NORM_GRAD, {
+      dy: Array.isArray(dy) ? dy[0] : dy,
+      x,
+      gamma,
+      mean,
+      rstd,
+    }) as tf.Tensor[];
+    return { x: () => dx, gamma: () => dGamma, beta: () => dBeta };
+  },
+});
+
 /** Exact (erf) GELU: 0.5·x·(1 + erf(x/√2)). */
-export const gelu = (x: tf.Tensor): tf.Tensor => tf.mul(tf.mul(x, 0.5), tf.add(1, tf.erf(tf.mul(x, Math.SQRT1_2))));
+export const gelu = (x: tf.Tensor): tf.Tensor =>
+  fusedKernel(GELU)
+    ? (tf.engine().runKernel(GELU, { x }) as tf.Tensor)
+    : tf.mul(tf.mul(x, 0.5), tf.add(1, tf.erf(tf.mul(x, Math.SQRT1_2))));
+
+/** x + b with b [C] over the last axis of x. */
+export const biasAdd = <T extends tf.Tensor>(x: T, b: tf.Tensor): T =>
+  (fusedKernel(BIAS_ADD) ? tf.engine().runKernel(BIAS_ADD, { x, b }) : tf.add(x, b)) as T;
 
 export const silu = (x: tf.Tensor): tf.Tensor => tf.mul(x, tf.sigmoid(x));
 
 /** LayerNorm over the last axis (timm default eps 1e-5). */
 export function layerNorm<T extends tf.Tensor>(P: Params, name: string, x: T, eps = 1e-5): T {
+  if (fusedKernel(LAYER_NORM)) {
+    return tf.tidy(() => {
+      const inputs = { x, gamma: P.get(`${name}.weight`), beta: P.get(`${name}.bias`) };
+      return (tf.engine().runKernel(LAYER_NORM, inputs, { eps }) as tf.Tensor[])[0];
+    }) as T;
+  }
   const { mean, variance } = tf.moments(x, -1, true);
   const y = tf.mul(tf.sub(x, mean), tf.rsqrt(tf.add(variance, eps)));
   return tf.add(tf.mul(y, P.get(`${name}.weight`)), P.get(`${name}.bias`)) as T;
@@ -78,14 +123,14 @@ export function linear(P: Params, name: string, x: tf.Tensor, bias = true): tf.T
   const [cin, cout] = w.shape.length === 4 ? [w.shape[2], w.shape[3]] : w.shape; // 1×1 conv or linear
   const lead = x.shape.slice(0, -1);
   const y = matMul2d(tf.reshape(x, [-1, cin]) as tf.Tensor2D, tf.reshape(w, [cin, cout]) as tf.Tensor2D); // [..., Cin] → [N, Cout]
-  return tf.reshape(bias ? tf.add(y, P.get(`${name}.bias`)) : y, [...lead, cout]); // → [..., Cout]
+  return tf.reshape(bias ? biasAdd(y, P.get(`${name}.bias`)) : y, [...lead, cout]); // → [..., Cout]
 }
 
 /** Conv 3×3, stride 1 or 2, symmetric padding 1 (PyTorch `padding=1`), optional bias. */
 export function conv3x3(P: Params, name: string, x: tf.Tensor4D, stride = 1, bias = true): tf.Tensor4D {
   const w = P.get(`${name}.weight`) as tf.Tensor4D;
   const y = stride === 1 ? conv2dValid(x, w, 1, "same") : conv2dValid(pad1(x), w, stride);
-  return bias ? (tf.add(y, P.get(`${name}.bias`)) as tf.Tensor4D) : y;
+  return bias ? biasAdd(y, P.get(`${name}.bias`)) : y;
 }
 
 /** LayerScale: γ ⊙ x (γ initialised to 1e-5). */
