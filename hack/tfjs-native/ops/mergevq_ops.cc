@@ -83,6 +83,9 @@ struct Dims {
   int64_t B, HW, C, G, cg;
 };
 
+// Pixels per cache block of the SiLU passes (C·128 floats: 16 KiB at C = 32).
+constexpr int64_t kPixBlock = 128;
+
 // Validates x [B, H, W, C] and the per-channel vectors; sets dims. On false the op has failed with the error.
 bool CheckInputs(OpKernelContext* ctx, const Tensor& x, const Tensor& gamma, const Tensor& beta, int groups,
                  Dims* d) {
@@ -104,6 +107,42 @@ bool CheckInputs(OpKernelContext* ctx, const Tensor& x, const Tensor& gamma, con
 void ForEachSample(OpKernelContext* ctx, const Dims& d, const std::function<void(int64_t, int64_t)>& fn) {
   auto* pool = ctx->device()->tensorflow_cpu_worker_threads();
   tensorflow::Shard(pool->num_threads, pool->workers, d.B, d.HW * d.C * 20, fn);
+}
+
+// Per-channel sums over the H·W pixels of one sample (NHWC: pixel-major, C contiguous), plain loops the compiler
+// vectorises across channels: s1 = Σ a, s2 = Σ a·b (b = nullptr: Σ a²). float within blocks of 64 pixels,
+// double across blocks.
+void ChannelSums(const float* a, const float* b, const Dims& d, Eigen::ArrayXd& s1, Eigen::ArrayXd& s2) {
+  const int64_t C = d.C;
+  std::vector<float> f1(C), f2(C);
+  s1.setZero();
+  s2.setZero();
+  for (int64_t p0 = 0; p0 < d.HW; p0 += 64) {
+    std::fill(f1.begin(), f1.end(), 0.0f);
+    std::fill(f2.begin(), f2.end(), 0.0f);
+    float* __restrict q1 = f1.data();
+    float* __restrict q2 = f2.data();
+    const int64_t p1 = std::min<int64_t>(d.HW, p0 + 64);
+    for (int64_t p = p0; p < p1; ++p) {
+      const float* __restrict ap = a + p * C;
+      if (b == nullptr) {
+        for (int64_t c = 0; c < C; ++c) {
+          q1[c] += ap[c];
+          q2[c] += ap[c] * ap[c];
+        }
+      } else {
+        const float* __restrict bp = b + p * C;
+        for (int64_t c = 0; c < C; ++c) {
+          q1[c] += ap[c];
+          q2[c] += ap[c] * bp[c];
+        }
+      }
+    }
+    for (int64_t c = 0; c < C; ++c) {
+      s1[c] += q1[c];
+      s2[c] += q2[c];
+    }
+  }
 }
 
 // Per-channel a, b with z = x·a + b = (x − μ)·rstd·γ + β for sample b0.
@@ -148,15 +187,7 @@ class GroupNormActOp : public OpKernel {
         ConstArrayXXfMap X(xp + b0 * d.HW * d.C, d.C, d.HW);  // column p = pixel p's C channels
         ArrayXXfMap Y(yp + b0 * d.HW * d.C, d.C, d.HW);
         // Per-channel Σx, Σx² in float over blocks of pixels, accumulated in double across blocks.
-        s1.setZero();
-        s2.setZero();
-        constexpr int64_t kBlock = 256;
-        for (int64_t p = 0; p < d.HW; p += kBlock) {
-          const int64_t w = std::min(kBlock, d.HW - p);
-          auto blk = X.middleCols(p, w);
-          s1 += blk.rowwise().sum().cast<double>();
-          s2 += blk.square().rowwise().sum().cast<double>();
-        }
+        ChannelSums(xp + b0 * d.HW * d.C, nullptr, d, s1, s2);
         for (int64_t g = 0; g < d.G; ++g) {
           const double m = s1.segment(g * d.cg, d.cg).sum() / n;
           const double var = std::max(0.0, s2.segment(g * d.cg, d.cg).sum() / n - m * m);
@@ -164,8 +195,18 @@ class GroupNormActOp : public OpKernel {
           rp[b0 * d.G + g] = static_cast<float>(1.0 / std::sqrt(var + static_cast<double>(eps_)));
         }
         AffineOf(d, mp, rp, gp, bp, b0, a, bb);
-        Y = (X.colwise() * a).colwise() + bb;
-        if (silu_) Y = Y / ((-Y).exp() + 1.0f);
+        if (!silu_) {
+          Y = (X.colwise() * a).colwise() + bb;
+          continue;
+        }
+        // y = z·σ(z) in blocks of pixels: z stays in cache, so y costs one write (the map is memory-bound).
+        Eigen::ArrayXXf Z(d.C, kPixBlock);
+        for (int64_t p = 0; p < d.HW; p += kPixBlock) {
+          const int64_t w = std::min<int64_t>(kPixBlock, d.HW - p);
+          auto z = Z.leftCols(w);
+          z = (X.middleCols(p, w).colwise() * a).colwise() + bb;
+          Y.middleCols(p, w) = z / ((-z).exp() + 1.0f);
+        }
       }
     });
   }
@@ -217,26 +258,30 @@ class GroupNormActGradOp : public OpKernel {
         ConstArrayXXfMap DY(dyp + off, d.C, d.HW);
         ArrayXXfMap DZ(dxp + off, d.C, d.HW);  // dz first, then overwritten with dx
         AffineOf(d, mp, rp, gp, bp, b0, a, bb);
+        Eigen::ArrayXd sdz(d.C), sdzx(d.C);
         if (silu_) {
-          // z = x·a + b, s = σ(z): dz = dy·s·(1 + z·(1 − s)), over blocks of pixels with s in a cached buffer
-          Eigen::ArrayXXf Z(d.C, 256), S(d.C, 256);
-          for (int64_t p = 0; p < d.HW; p += 256) {
-            const int64_t w = std::min<int64_t>(256, d.HW - p);
+          // z = x·a + b, s = σ(z): dz = dy·s·(1 + z·(1 − s)), in blocks of pixels (z, s cached), with the
+          // per-channel Σ dz and Σ dz·x of each block taken while it is in cache.
+          Eigen::ArrayXXf Z(d.C, kPixBlock), S(d.C, kPixBlock);
+          sdz.setZero();
+          sdzx.setZero();
+          for (int64_t p = 0; p < d.HW; p += kPixBlock) {
+            const int64_t w = std::min<int64_t>(kPixBlock, d.HW - p);
             auto z = Z.leftCols(w);
             auto sg = S.leftCols(w);
             z = (X.middleCols(p, w).colwise() * a).colwise() + bb;
             sg = ((-z).exp() + 1.0f).inverse();
             DZ.middleCols(p, w) = DY.middleCols(p, w) * sg * (z * (1.0f - sg) + 1.0f);
+            Dims blk = d;
+            blk.HW = w;
+            Eigen::ArrayXd b1(d.C), b2(d.C);
+            ChannelSums(dxp + off + p * d.C, xp + off + p * d.C, blk, b1, b2);
+            sdz += b1;
+            sdzx += b2;
           }
         } else {
           DZ = DY;
-        }
-        Eigen::ArrayXd sdz = Eigen::ArrayXd::Zero(d.C), sdzx = Eigen::ArrayXd::Zero(d.C);
-        constexpr int64_t kBlock = 256;
-        for (int64_t p = 0; p < d.HW; p += kBlock) {
-          const int64_t w = std::min(kBlock, d.HW - p);
-          sdz += DZ.middleCols(p, w).rowwise().sum().cast<double>();
-          sdzx += (DZ.middleCols(p, w) * X.middleCols(p, w)).rowwise().sum().cast<double>();
+          ChannelSums(dxp + off, xp + off, d, sdz, sdzx);  // Σ dz, Σ dz·x per channel
         }
         for (int64_t g = 0; g < d.G; ++g) {
           const double m = mp[b0 * d.G + g];
