@@ -280,9 +280,20 @@ export interface OperatorProcess {
   stop(signal?: NodeJS.Signals): Promise<number | null>;
 }
 
-/** Start `operator/src/main.ts` as a child process (the real entrypoint). */
-export function startOperator(env: Record<string, string>, repoRoot = REPO_ROOT): OperatorProcess {
-  const child = spawn(process.execPath, ["--import", "tsx", path.join(repoRoot, "operator/src/main.ts")], {
+/**
+ * Start the operator's real entrypoint as a child process: `operator/src/main.ts` through tsx (tests), or with
+ * `entry: "dist"` the compiled `dist/operator/src/main.js` that the image runs (`tsc -p tsconfig.build.json`).
+ */
+export function startOperator(
+  env: Record<string, string>,
+  repoRoot = REPO_ROOT,
+  opts: { entry?: "source" | "dist" } = {},
+): OperatorProcess {
+  const args =
+    opts.entry === "dist"
+      ? [path.join(repoRoot, "dist/operator/src/main.js")]
+      : ["--import", "tsx", path.join(repoRoot, "operator/src/main.ts")];
+  const child = spawn(process.execPath, args, {
     cwd: repoRoot,
     env: {
       PATH: process.env.PATH ?? "",
