@@ -155,3 +155,55 @@ test("HTTP 410 on watch and HTTP 500 on list: retried with backoff until the cac
     await srv.close();
   }
 });
+
+test("cached and delivered objects carry no managedFields (list pages and watch events); a custom transform replaces the default", async () => {
+  const withMf = (name: string, rv: string): V1ConfigMap => ({
+    ...cm(name, rv),
+    metadata: { ...cm(name, rv).metadata, managedFields: [{ manager: "kubectl", operation: "Apply" }] },
+  });
+  const srv = await serve({
+    lists: [
+      { items: [withMf("a", "5")], rv: "10" },
+      { items: [withMf("a", "5")], rv: "10" },
+    ],
+    watches: [{ lines: [{ type: "ADDED", object: withMf("b", "11") }] }, { lines: [] }],
+  });
+  const delivered: V1ConfigMap[] = [];
+  const inf = new Informer<V1ConfigMap>({
+    name: "cm",
+    kc: srv.kc,
+    path: "/api/v1/namespaces/ns/configmaps",
+    list: () => listVia(srv.kc),
+    logger,
+    resyncMs: 0,
+  });
+  inf.on((_ev, o) => delivered.push(o));
+  const tagged = new Informer<V1ConfigMap>({
+    name: "cm2",
+    kc: srv.kc,
+    path: "/api/v1/namespaces/ns/configmaps",
+    list: () => listVia(srv.kc),
+    logger,
+    resyncMs: 0,
+    transform: (o) => ({ ...o, data: { seen: "yes" } }),
+  });
+  try {
+    await inf.start();
+    await until(() => inf.get("ns/b") !== undefined);
+    for (const key of ["ns/a", "ns/b"]) assert.equal(inf.get(key)?.metadata?.managedFields, undefined, key);
+    assert.deepEqual(
+      delivered.map((o) => [o.metadata?.name, o.metadata?.managedFields]),
+      [
+        ["a", undefined],
+        ["b", undefined],
+      ],
+    );
+    await tagged.start();
+    await until(() => tagged.get("ns/a") !== undefined);
+    assert.deepEqual(tagged.get("ns/a")?.data, { seen: "yes" });
+  } finally {
+    await inf.stop();
+    await tagged.stop();
+    await srv.close();
+  }
+});

@@ -43,6 +43,20 @@ export interface InformerOptions<T extends KubernetesObject> {
   logger: Logger;
   /** Called on each restart with its cause (metrics). */
   onRestart?: (name: string, cause: "error" | "gone" | "watchdog") => void;
+  /**
+   * Applied to every object before it is cached or delivered (list pages and watch events), e.g. to drop
+   * fields no handler reads. Default: stripManagedFields.
+   */
+  transform?: (obj: T) => T;
+}
+
+/**
+ * Drop `metadata.managedFields` (server-side apply bookkeeping: often half of an object's JSON; the operator never
+ * reads it), as client-go's TransformStripManagedFields does for controller caches.
+ */
+export function stripManagedFields<T extends KubernetesObject>(obj: T): T {
+  if (obj.metadata?.managedFields) delete obj.metadata.managedFields;
+  return obj;
 }
 
 interface WatchEventObject {
@@ -100,6 +114,7 @@ export class Informer<T extends KubernetesObject> {
       inactivityMs: 10 * 60_000,
       backoffBaseMs: 500,
       backoffMaxMs: 30_000,
+      transform: stripManagedFields,
       ...opts,
     };
     this.watch = new Watch(opts.kc);
@@ -298,7 +313,7 @@ export class Informer<T extends KubernetesObject> {
         limit: this.o.pageSize,
         continueToken,
       });
-      items.push(...page.items);
+      for (const item of page.items) items.push(this.o.transform(item));
       rv = page.metadata?.resourceVersion ?? rv;
       continueToken = page.metadata?._continue || undefined;
     } while (continueToken && !this.stopped);
@@ -374,6 +389,7 @@ export class Informer<T extends KubernetesObject> {
 
   private handleEvent(type: string, obj: T, raw: WatchEventObject | undefined, onGone: () => void): void {
     const rv = obj?.metadata?.resourceVersion;
+    if (obj && (type === "ADDED" || type === "MODIFIED" || type === "DELETED")) obj = this.o.transform(obj);
     switch (type) {
       case "ADDED":
       case "MODIFIED": {
