@@ -235,6 +235,9 @@ describe("kind: containers on a real kubelet", () => {
       .find((l) => l.msg === "tfjs backend selected");
     assert.ok(backend, "no backend line in the trainer log");
     assert.match(JSON.stringify(backend), /tfjs-node .*libtensorflow 2\.18/);
+    // …with the fused-op library of hack/tfjs-native/ops loaded into it (built into the image's tfjs-node).
+    const native = (backend as { native?: { fusedOps?: { kernels?: string[]; absent?: string } } }).native;
+    assert.ok(native?.fusedOps?.kernels?.includes("MergevqGroupNormAct"), JSON.stringify(native?.fusedOps));
     assert.doesNotMatch(logs, /upgrade to Node|NodeDeprecationWarning|no longer support.*Node/i);
   });
 
