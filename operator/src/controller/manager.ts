@@ -249,7 +249,8 @@ export class Manager {
       (r) => r.controller && r.apiVersion?.startsWith(`${GROUP}/`),
     );
     if (!ns || !owner || !isRunKind(owner.kind)) return;
-    this.queue.add(runKeyOf(owner.kind, ns, owner.name));
+    // A child changed: the run's running work moved on (pod phase, exit code), so its status is due first.
+    this.queue.add(runKeyOf(owner.kind, ns, owner.name), "high");
   }
 
   private phaseCounts(): Array<{ kind: string; phase: string; count: number }> {

@@ -113,3 +113,32 @@ test("shutdown waits for in-flight reconciles and drops pending keys", async () 
   q.add("c");
   assert.equal(q.length, 0, "no keys accepted after shutdown");
 });
+
+test("a burst of 5,000 new keys does not starve high-lane keys, nor they the burst; promotion dedupes", async () => {
+  const q = new WorkQueue({ concurrency: 1 });
+  for (let i = 0; i < 5000; i++) q.add(`new-${i}`);
+  q.add("new-4999", "high"); // promoted: served early, and only once
+  assert.equal(q.length, 5000);
+  const order: string[] = [];
+  let added = false;
+  q.start(async (k) => {
+    order.push(k);
+    if (!added && order.length === 10) {
+      added = true;
+      // Status updates of running runs arrive while the burst is queued.
+      for (let i = 0; i < 12; i++) q.add(`running-${i}`, "high");
+    }
+  });
+  const deadline = Date.now() + 10_000;
+  while (order.length < 5012 && Date.now() < deadline) await sleep(10);
+  await q.shutdown();
+  assert.equal(order.length, 5012);
+  assert.equal(new Set(order).size, 5012, "every key once");
+  assert.equal(order[0], "new-4999", "the promoted key goes first");
+  const lastRunning = order.indexOf("running-11");
+  // 12 high keys interleaved HIGH_BURST:1 with the burst: all done within 12 + 12/4 + 1 picks of their arrival.
+  assert.ok(lastRunning > 0 && lastRunning <= 10 + 12 + 3 + 1, `running-11 at position ${lastRunning}`);
+  // …and the burst kept moving meanwhile (no strict priority).
+  const newBetween = order.slice(10, lastRunning).filter((k) => k.startsWith("new-")).length;
+  assert.ok(newBetween >= 2, `${newBetween} new keys served while the high lane drained`);
+});

@@ -4,7 +4,11 @@
 // - at most one reconcile per key is in flight; a key added while in flight is re-queued when it finishes;
 // - a thrown error re-queues the key with per-key exponential backoff; success forgets the backoff;
 // - `requeueAfterMs` schedules a delayed re-queue (deadlines, TTL, stall checks);
-// - a `TerminalError` is not retried.
+// - a `TerminalError` is not retried;
+// - two lanes: "high" for keys whose running work changed (a child pod's status), "normal" for the rest (new
+//   objects, delayed re-queues, retries). Workers take up to HIGH_BURST high keys per normal key, so a burst of
+//   thousands of new runs cannot starve the status updates of running ones, nor they the new runs. Adding a
+//   queued normal key as high promotes it.
 // Handlers enqueue keys only; reconcile reads the current state itself (level-triggered).
 
 /** An error that must not be retried (e.g. an invalid spec): the key is forgotten. */
@@ -40,12 +44,18 @@ export interface WorkQueueOptions {
   ) => void;
 }
 
+export type Lane = "high" | "normal";
+/** High-lane keys served before one normal-lane key when both lanes are non-empty. */
+export const HIGH_BURST = 4;
+
 export class WorkQueue {
-  private readonly queue: string[] = [];
-  private readonly queued = new Set<string>();
+  /** FIFO per lane; an entry is live only while `queued` maps its key to that lane (promotion leaves a stale one). */
+  private readonly lanes: Record<Lane, string[]> = { high: [], normal: [] };
+  private readonly queued = new Map<string, Lane>();
+  private servedHigh = 0;
   private readonly processing = new Set<string>();
-  /** Keys added while in flight; re-queued when their reconcile ends. */
-  private readonly dirty = new Set<string>();
+  /** Keys added while in flight; re-queued (in the highest lane asked for) when their reconcile ends. */
+  private readonly dirty = new Map<string, Lane>();
   private readonly failures = new Map<string, number>();
   private readonly timers = new Map<string, { at: number; timer: NodeJS.Timeout }>();
   private readonly waiters: Array<() => void> = [];
@@ -66,17 +76,18 @@ export class WorkQueue {
     this.onResult = opts.onResult;
   }
 
-  /** Queue a key now (no-op when already queued; deferred while in flight). */
-  add(key: string): void {
+  /** Queue a key now (no-op when already queued in this or a higher lane; deferred while in flight). */
+  add(key: string, lane: Lane = "normal"): void {
     if (this.shuttingDown) return;
     if (this.processing.has(key)) {
-      this.dirty.add(key);
+      if (this.dirty.get(key) !== "high") this.dirty.set(key, lane);
       return;
     }
-    if (this.queued.has(key)) return;
-    this.queued.add(key);
-    this.queue.push(key);
-    this.waiters.shift()?.();
+    const current = this.queued.get(key);
+    if (current === "high" || current === lane) return;
+    this.queued.set(key, lane);
+    this.lanes[lane].push(key);
+    if (current === undefined) this.waiters.shift()?.();
   }
 
   /** Queue a key after a delay; an earlier pending delay for the same key is kept. */
@@ -118,12 +129,12 @@ export class WorkQueue {
   }
 
   get length(): number {
-    return this.queue.length;
+    return this.queued.size;
   }
 
   /** Keys currently queued or in flight (for tests and metrics). */
   get depth(): number {
-    return this.queue.length + this.processing.size;
+    return this.queued.size + this.processing.size;
   }
 
   isInFlight(key: string): boolean {
@@ -131,13 +142,22 @@ export class WorkQueue {
   }
 
   private async next(): Promise<string | undefined> {
-    while (this.queue.length === 0) {
+    while (this.queued.size === 0) {
       if (this.shuttingDown) return undefined;
       await new Promise<void>((resolve) => this.waiters.push(resolve));
     }
-    const key = this.queue.shift()!;
-    this.queued.delete(key);
-    return key;
+    const order: Lane[] = this.servedHigh >= HIGH_BURST ? ["normal", "high"] : ["high", "normal"];
+    for (const lane of order) {
+      const q = this.lanes[lane];
+      while (q.length > 0) {
+        const key = q.shift() as string;
+        if (this.queued.get(key) !== lane) continue; // promoted to the high lane meanwhile
+        this.queued.delete(key);
+        this.servedHigh = lane === "high" ? this.servedHigh + 1 : 0;
+        return key;
+      }
+    }
+    throw new Error("work queue: a queued key is in no lane");
   }
 
   /** Start `concurrency` workers calling `fn` for each key. */
@@ -180,7 +200,11 @@ export class WorkQueue {
       }
     } finally {
       this.processing.delete(key);
-      if (this.dirty.delete(key)) this.add(key);
+      const lane = this.dirty.get(key);
+      if (lane) {
+        this.dirty.delete(key);
+        this.add(key, lane);
+      }
     }
   }
 
@@ -189,7 +213,8 @@ export class WorkQueue {
     this.shuttingDown = true;
     for (const { timer } of this.timers.values()) clearTimeout(timer);
     this.timers.clear();
-    this.queue.length = 0;
+    this.lanes.high.length = 0;
+    this.lanes.normal.length = 0;
     this.queued.clear();
     for (const w of this.waiters.splice(0)) w();
     await Promise.all([...this.inFlight]);
