@@ -11,9 +11,9 @@
 // written to both halves. `ARDecoder` exposes the steps so tests can teacher-force a sequence and compare
 // its logits with the masked full forward (masking ≡ eviction).
 import * as tf from "@tensorflow/tfjs";
-import { type DropoutCtx, linear, rmsNorm } from "../nn/layers.ts";
+import type { DropoutCtx } from "../nn/layers.ts";
 import { Rng } from "../util/rng.ts";
-import { type KV, llamaBlock } from "./blocks.ts";
+import type { KV } from "./blocks.ts";
 import type { GPT } from "./gpt.ts";
 import { KVCache, type Slot } from "./kvCache.ts";
 import { spatialBias } from "./mergeAR.ts";
@@ -109,8 +109,9 @@ export class ARDecoder {
         rope = ropeTensors(ropeTable(this.headDim, cfg.gridSide, [queryPos]));
         bias = this.cache.bias(1);
       }
-      for (let l = 0; l < cfg.spatialLayers; l++) {
-        const r = llamaBlock(this.model.store, `layers.${l}`, x, cfg.heads, rope, bias, EVAL, this.cache.get(l));
+      const { store, modules } = this.model;
+      for (const [l, block] of modules.layers.entries()) {
+        const r = block.forward(store, x, rope, bias, EVAL, this.cache.get(l));
         this.cache.append(l, r.kv);
         x = r.out;
       }
@@ -142,13 +143,14 @@ export class ARDecoder {
     }
     const logits = tf.tidy(() => {
       const rope = ropeTensors(ropeTable(this.headDim, cfg.gridSide, [FACTORIZED_POSITIONS[0]]));
+      const { store, modules } = this.model;
       let f = this.h as tf.Tensor3D;
-      for (let l = 0; l < cfg.factorizedLayers; l++) {
-        const r = llamaBlock(this.model.store, `factorized_blocks.${l}`, f, cfg.heads, rope, null, EVAL);
+      for (const block of modules.factorizedBlocks) {
+        const r = block.forward(store, f, rope, null, EVAL);
         this.fcache.push({ k: tf.keep(r.kv.k), v: tf.keep(r.kv.v) });
         f = r.out;
       }
-      return linear(this.model.store, "heads.0", tf.squeeze(rmsNorm(this.model.store, "norm", f), [1]), false);
+      return modules.heads[0].forward(store, tf.squeeze(modules.norm.forward(store, f), [1]));
     });
     const out = logits.dataSync() as Float32Array;
     logits.dispose();
@@ -161,14 +163,15 @@ export class ARDecoder {
     if (this.fcache.length !== cfg.factorizedLayers) throw new Error("ARDecoder: headPre() first");
     const logits = tf.tidy(() => {
       const rope = ropeTensors(ropeTable(this.headDim, cfg.gridSide, [FACTORIZED_POSITIONS[1]]));
+      const { store, modules } = this.model;
       let f = tf.expandDims(
-        tf.gather(this.model.store.get("pre_emb.weight"), tf.tensor1d(this.rowsOf(pre), "int32")),
+        tf.gather(store.get(modules.preEmb.weight), tf.tensor1d(this.rowsOf(pre), "int32")),
         1,
       ) as tf.Tensor3D; // [N, 1, D]
-      for (let l = 0; l < cfg.factorizedLayers; l++) {
-        f = llamaBlock(this.model.store, `factorized_blocks.${l}`, f, cfg.heads, rope, null, EVAL, this.fcache[l]).out;
+      for (const [l, block] of modules.factorizedBlocks.entries()) {
+        f = block.forward(store, f, rope, null, EVAL, this.fcache[l]).out;
       }
-      return linear(this.model.store, "heads.1", tf.squeeze(rmsNorm(this.model.store, "norm", f), [1]), false);
+      return modules.heads[1].forward(store, tf.squeeze(modules.norm.forward(store, f), [1]));
     });
     const out = logits.dataSync() as Float32Array;
     logits.dispose();

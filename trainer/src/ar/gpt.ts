@@ -13,9 +13,10 @@
 import * as tf from "@tensorflow/tfjs";
 import type { Checkpoint, TensorEntry } from "../io/checkpoint.ts";
 import { CheckpointError } from "../io/checkpoint.ts";
-import { type DropoutCtx, dropout, embedding, linear, oneHotF32, rmsNorm, rmsNormSpecs } from "../nn/layers.ts";
+import { type DropoutCtx, dropout, Embedding, type Linear, oneHotF32, RMSNorm } from "../nn/layers.ts";
+import { Module } from "../nn/module.ts";
 import { countParams, type ParamSpec, ParamStore, tidyObject, ZEROS } from "../nn/params.ts";
-import { AR_INIT, blockSpecs, linearNoBias, llamaBlock, MASK_VALUE } from "./blocks.ts";
+import { AR_INIT, arLinear, LlamaBlock, MASK_VALUE } from "./blocks.ts";
 import { type ARConfig, prefixLength } from "./config.ts";
 import { spatialBias } from "./mergeAR.ts";
 import { FACTORIZED_POSITIONS, ropeTable, ropeTensors, spatialPositions } from "./rope.ts";
@@ -37,26 +38,42 @@ export interface ForwardOptions {
   seed?: number;
 }
 
-/** All parameters of a config (shared by the builder; `arParamCount` is the independent analytic count). */
-export function arParamSpecs(cfg: ARConfig): ParamSpec[] {
-  const D = cfg.dim;
-  const vPre = 2 ** cfg.preBits;
-  const vPost = 2 ** cfg.postBits;
-  const emb = (name: string, V: number): ParamSpec => ({ name, shape: [V, D], init: AR_INIT, group: "ar" });
-  const specs: ParamSpec[] = [
-    emb("cls_embedding.embedding_table.weight", cfg.numClasses + 1),
-    emb("pre_emb.weight", vPre),
-    emb("post_emb.weight", vPost),
-  ];
-  if (cfg.mergeAR.numMergeTokens > 0) specs.push(emb("merge_embedding.weight", cfg.mergeAR.numMergeTokens));
-  for (let i = 0; i < cfg.spatialLayers; i++) specs.push(...blockSpecs(`layers.${i}`, D, cfg.ffnHidden));
-  for (let i = 0; i < cfg.factorizedLayers; i++) specs.push(...blockSpecs(`factorized_blocks.${i}`, D, cfg.ffnHidden));
-  specs.push(...rmsNormSpecs("norm", D, "ar"));
-  // Heads: bias-free and zero-initialised (docs/model.md §5.2).
-  specs.push(...linearNoBias("heads.0", D, vPre).map((s) => ({ ...s, init: ZEROS })));
-  specs.push(...linearNoBias("heads.1", D, vPost).map((s) => ({ ...s, init: ZEROS })));
-  return specs;
+/**
+ * The generator's modules under the upstream names: class / token / Merge-Instruction embeddings, spatial and
+ * factorised Llama blocks, the final RMSNorm and the two bias-free, zero-initialised heads (docs/model.md §5.2).
+ */
+export class GPTModules extends Module {
+  readonly clsEmbedding: Embedding;
+  readonly preEmb: Embedding;
+  readonly postEmb: Embedding;
+  readonly mergeEmbedding: Embedding | null;
+  readonly layers: LlamaBlock[] = [];
+  readonly factorizedBlocks: LlamaBlock[] = [];
+  readonly norm: RMSNorm;
+  readonly heads: readonly [Linear, Linear];
+
+  constructor(cfg: ARConfig) {
+    super(""); // top-level names, as in the upstream state dict
+    const D = cfg.dim;
+    const vPre = 2 ** cfg.preBits;
+    const vPost = 2 ** cfg.postBits;
+    const emb = (name: string, V: number) => this.add(new Embedding(name, V, D, AR_INIT, "ar"));
+    this.clsEmbedding = emb("cls_embedding.embedding_table", cfg.numClasses + 1);
+    this.preEmb = emb("pre_emb", vPre);
+    this.postEmb = emb("post_emb", vPost);
+    this.mergeEmbedding = cfg.mergeAR.numMergeTokens > 0 ? emb("merge_embedding", cfg.mergeAR.numMergeTokens) : null;
+    for (let i = 0; i < cfg.spatialLayers; i++)
+      this.layers.push(this.add(new LlamaBlock(`layers.${i}`, D, cfg.ffnHidden, cfg.heads)));
+    for (let i = 0; i < cfg.factorizedLayers; i++) {
+      this.factorizedBlocks.push(this.add(new LlamaBlock(`factorized_blocks.${i}`, D, cfg.ffnHidden, cfg.heads)));
+    }
+    this.norm = this.add(new RMSNorm("norm", D, "ar"));
+    this.heads = [this.add(arLinear("heads.0", D, vPre, ZEROS)), this.add(arLinear("heads.1", D, vPost, ZEROS))];
+  }
 }
+
+/** All parameters of a config (shared by the builder; `arParamCount` is the independent analytic count). */
+export const arParamSpecs = (cfg: ARConfig): ParamSpec[] => new GPTModules(cfg).specs();
 
 /** LFQ index → (pre, post) sub-tokens (pitfall 1: LSB-first, pre = low bits). */
 export function splitIndices(idx: tf.Tensor, preBits: number): { pre: tf.Tensor; post: tf.Tensor } {
@@ -69,11 +86,14 @@ let dropoutCounter = 0;
 
 export class GPT {
   readonly config: ARConfig;
+  /** The module tree; the incremental decoder (generate.ts) runs its blocks and heads slot by slot. */
+  readonly modules: GPTModules;
   private readonly params: ParamStore;
 
   constructor(cfg: ARConfig) {
     this.config = cfg;
-    this.params = new ParamStore(arParamSpecs(cfg), cfg.seed);
+    this.modules = new GPTModules(cfg);
+    this.params = new ParamStore(this.modules.specs(), cfg.seed);
   }
 
   /** Number of prefix slots: 1 ([C]) or 2 ([C, M]). */
@@ -84,18 +104,17 @@ export class GPT {
   /** Token embedding pre_emb(pre) + post_emb(post) of full indices [...] → [..., D]. */
   embedTokens(idx: tf.Tensor): tf.Tensor {
     const { pre, post } = splitIndices(idx, this.config.preBits);
-    return tf.add(
-      embedding(this.params.get("pre_emb.weight"), pre),
-      embedding(this.params.get("post_emb.weight"), post),
-    );
+    return tf.add(this.modules.preEmb.forward(this.params, pre), this.modules.postEmb.forward(this.params, post));
   }
 
   /** Prefix embeddings [N, P, D]: class (+ Merge-Instruction) tokens. */
   embedPrefix(labels: tf.Tensor1D, mergeTokens?: tf.Tensor1D): tf.Tensor3D {
-    const c = tf.expandDims(embedding(this.params.get("cls_embedding.embedding_table.weight"), labels), 1);
+    const { clsEmbedding, mergeEmbedding } = this.modules;
+    const c = tf.expandDims(clsEmbedding.forward(this.params, labels), 1);
     if (!this.config.mergeAR.enabled) return c as tf.Tensor3D;
     if (!mergeTokens) throw new Error("GPT: MergeAR is enabled, so the batch needs mergeTokens (candidate ids)");
-    const m = tf.expandDims(embedding(this.params.get("merge_embedding.weight"), mergeTokens), 1);
+    if (!mergeEmbedding) throw new Error("GPT: MergeAR is enabled but the config declares no merge tokens");
+    const m = tf.expandDims(mergeEmbedding.forward(this.params, mergeTokens), 1);
     return tf.concat([c, m], 1) as tf.Tensor3D;
   }
 
@@ -108,17 +127,15 @@ export class GPT {
     let f = tf.stack([h, preEmb], 1) as tf.Tensor3D; // [N, 2, D]
     const rope = ropeTensors(ropeTable(cfg.dim / cfg.heads, cfg.gridSide, FACTORIZED_POSITIONS));
     const causal = tf.tensor4d([0, MASK_VALUE, 0, 0], [1, 1, 2, 2]); // slot 0 cannot see slot 1
-    for (let i = 0; i < cfg.factorizedLayers; i++) {
-      f = llamaBlock(this.params, `factorized_blocks.${i}`, f, cfg.heads, rope, causal, {
-        rate: cfg.residDropout,
-        ctx: drop,
-      }).out;
+    for (const block of this.modules.factorizedBlocks) {
+      f = block.forward(this.params, f, rope, causal, { rate: cfg.residDropout, ctx: drop }).out;
     }
-    f = rmsNorm(this.params, "norm", f);
+    f = this.modules.norm.forward(this.params, f);
     const [s0, s1] = tf.unstack(f, 1) as tf.Tensor2D[]; // 2 × [N, D]
+    const [head0, head1] = this.modules.heads;
     return {
-      pre: linear(this.params, "heads.0", s0, false) as tf.Tensor2D,
-      post: linear(this.params, "heads.1", s1, false) as tf.Tensor2D,
+      pre: head0.forward(this.params, s0) as tf.Tensor2D,
+      post: head1.forward(this.params, s1) as tf.Tensor2D,
     };
   }
 
@@ -136,12 +153,12 @@ export class GPT {
       const rope = ropeTensors(ropeTable(cfg.dim / cfg.heads, cfg.gridSide, spatialPositions(P, n)));
       const useMask = cfg.mergeAR.enabled && b.dup !== undefined;
       const bias = spatialBias(P, n, useMask ? { dup: b.dup as tf.Tensor2D, window: cfg.mergeAR.window } : undefined);
-      for (let i = 0; i < cfg.spatialLayers; i++) {
-        x = llamaBlock(this.params, `layers.${i}`, x, cfg.heads, rope, bias, { rate: cfg.residDropout, ctx: drop }).out;
+      for (const block of this.modules.layers) {
+        x = block.forward(this.params, x, rope, bias, { rate: cfg.residDropout, ctx: drop }).out;
       }
       const h = tf.reshape(tf.slice(x, [0, P - 1, 0], [B, L, cfg.dim]), [B * L, cfg.dim]) as tf.Tensor2D; // outputs predicting tok_0..tok_{L−1}
       const { pre } = splitIndices(b.indices, cfg.preBits);
-      const preEmb = embedding(this.params.get("pre_emb.weight"), tf.reshape(pre, [B * L])) as tf.Tensor2D; // teacher-forced pre_n
+      const preEmb = this.modules.preEmb.forward(this.params, tf.reshape(pre, [B * L])) as tf.Tensor2D; // teacher-forced pre_n
       const out = this.factorized(h, preEmb, drop);
       return {
         logitsPre: tf.reshape(out.pre, [B, L, 2 ** cfg.preBits]) as tf.Tensor3D,
@@ -161,7 +178,7 @@ export class GPT {
     });
   }
 
-  /** The decoder needs the raw store (blocks read parameters by name). */
+  /** The parameter store the decoder runs `modules` over. */
   get store(): ParamStore {
     return this.params;
   }

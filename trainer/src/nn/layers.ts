@@ -1,64 +1,172 @@
-// The layers both models are built from, each with its parameter declaration (a *Specs function: names,
-// shapes, initialisation) beside its forward. Parameters live in a ParamStore (params.ts) under dotted names
-// ("<block>.<layer>.weight"), so a forward reads exactly the names its Specs declared.
+// The layers both models are built from. Each is a Module (module.ts) that declares its parameters (names,
+// shapes, initialisation) in its constructor beside its forward; the values live in a ParamStore (params.ts)
+// under dotted names ("<block>.<layer>.weight"). The functional forms below the classes (linear, conv3x3,
+// layerNorm, …) take a parameter store and a name and are what the classes run.
 import * as tf from "@tensorflow/tfjs";
 import { BIAS_ADD, BIAS_ADD_GRAD, fusedKernel, GELU, GELU_GRAD, LAYER_NORM, LAYER_NORM_GRAD } from "./fusedOps.ts";
-import { conv2dValid, matMul2d, pad1 } from "./kernels.ts";
-import {
-  fnv1a,
-  type Init,
-  ONES,
-  type ParamGroup,
-  type ParamSpec,
-  type Params,
-  torchDefault,
-  vitWeight,
-  ZEROS,
-} from "./params.ts";
+import { groupNorm, groupNormSilu } from "./groupNorm.ts";
+import { conv2dValid, depthwiseConv3x3, matMul2d, pad1 } from "./kernels.ts";
+import { Module } from "./module.ts";
+import { fnv1a, type Init, ONES, type ParamGroup, type Params, torchDefault, vitWeight, ZEROS } from "./params.ts";
 
 type InitScheme = "torch" | "vit";
 
-/** Conv weight [kh, kw, Cin, Cout] (+ bias [Cout]); "torch" = U(±1/√fan_in) for both, "vit" = tn(.02)/0. */
-export function convSpecs(
-  name: string,
-  kh: number,
-  kw: number,
-  cin: number,
-  cout: number,
-  opts: { bias: boolean; init: InitScheme; group: ParamGroup },
-): ParamSpec[] {
-  const fanIn = cin * kh * kw;
-  const wInit: Init = opts.init === "torch" ? torchDefault(fanIn) : vitWeight;
-  const bInit: Init = opts.init === "torch" ? torchDefault(fanIn) : ZEROS;
-  const out: ParamSpec[] = [{ name: `${name}.weight`, shape: [kh, kw, cin, cout], init: wInit, group: opts.group }];
-  if (opts.bias) out.push({ name: `${name}.bias`, shape: [cout], init: bInit, group: opts.group });
-  return out;
+/** Weight and bias initialisers of a scheme: "torch" = U(±1/√fan_in) for both, "vit" = trunc-normal .02 and 0. */
+const schemeInits = (scheme: InitScheme, fanIn: number): { w: Init; b: Init } =>
+  scheme === "torch" ? { w: torchDefault(fanIn), b: torchDefault(fanIn) } : { w: vitWeight, b: ZEROS };
+
+/**
+ * Conv2d, weight [kh, kw, Cin, Cout] (+ bias [Cout]). The forward handles the two kernel sizes the models use:
+ * 3×3 with symmetric padding 1 (stride 1 or 2) and 1×1 (a matmul over channels); other kernels (the ViT patch
+ * embedding) read `weight`/`bias` themselves.
+ */
+export class Conv2d extends Module {
+  readonly weight: string;
+  readonly bias: string | null;
+  readonly kernel: readonly [number, number];
+
+  constructor(
+    name: string,
+    kh: number,
+    kw: number,
+    cin: number,
+    cout: number,
+    opts: { bias: boolean; init: InitScheme; group: ParamGroup },
+  ) {
+    super(name);
+    const { w, b } = schemeInits(opts.init, cin * kh * kw);
+    this.kernel = [kh, kw];
+    this.weight = this.param("weight", [kh, kw, cin, cout], w, opts.group);
+    this.bias = opts.bias ? this.param("bias", [cout], b, opts.group) : null;
+  }
+
+  forward(P: Params, x: tf.Tensor4D, stride = 1): tf.Tensor4D {
+    const [kh, kw] = this.kernel;
+    if (kh === 1 && kw === 1 && stride === 1) return linear(P, this.name, x, this.bias !== null) as tf.Tensor4D;
+    if (kh !== 3 || kw !== 3) throw new Error(`${this.name}: Conv2d.forward supports 1×1 and 3×3 kernels`);
+    return conv3x3(P, this.name, x, stride, this.bias !== null);
+  }
+
+  /** y + bias over the last axis (identity without a bias), for callers that compute the conv themselves. */
+  addBias<T extends tf.Tensor>(P: Params, y: T): T {
+    return this.bias === null ? y : biasAdd(y, P.get(this.bias));
+  }
 }
 
-/** Depthwise conv weight [3, 3, C, 1] + bias [C] (fan_in = 9 for the PyTorch default). */
-export function depthwiseSpecs(name: string, C: number, init: InitScheme, group: ParamGroup): ParamSpec[] {
-  return [
-    { name: `${name}.weight`, shape: [3, 3, C, 1], init: init === "torch" ? torchDefault(9) : vitWeight, group },
-    { name: `${name}.bias`, shape: [C], init: init === "torch" ? torchDefault(9) : ZEROS, group },
-  ];
+/** Depthwise 3×3 conv, weight [3, 3, C, 1] + bias [C] (fan_in = 9 for the PyTorch default). */
+export class DepthwiseConv3x3 extends Module {
+  readonly weight: string;
+  readonly bias: string;
+
+  constructor(name: string, C: number, init: InitScheme, group: ParamGroup) {
+    super(name);
+    const { w, b } = schemeInits(init, 9);
+    this.weight = this.param("weight", [3, 3, C, 1], w, group);
+    this.bias = this.param("bias", [C], b, group);
+  }
+
+  forward(P: Params, x: tf.Tensor4D): tf.Tensor4D {
+    return depthwiseConv3x3(x, P.get(this.weight), P.get(this.bias));
+  }
 }
 
-/** Linear weight [Cin, Cout] (PyTorch [out, in] transposed) + bias. */
-export function linearSpecs(name: string, cin: number, cout: number, init: InitScheme, group: ParamGroup): ParamSpec[] {
-  return convSpecs(name, 1, 1, cin, cout, { bias: true, init, group }).map((s) =>
-    s.name.endsWith(".weight") ? { ...s, shape: [cin, cout] } : s,
-  );
+/**
+ * Linear, weight [Cin, Cout] (PyTorch's [out, in] transposed) + optional bias, on the last axis. `init` is a
+ * scheme (weight and bias as above) or one initialiser for the weight (then a bias starts at 0).
+ */
+export class Linear extends Module {
+  readonly hasBias: boolean;
+
+  constructor(
+    name: string,
+    cin: number,
+    cout: number,
+    opts: { init: InitScheme | Init; group: ParamGroup; bias?: boolean },
+  ) {
+    super(name);
+    const { w, b } = typeof opts.init === "string" ? schemeInits(opts.init, cin) : { w: opts.init, b: ZEROS };
+    this.hasBias = opts.bias ?? true;
+    this.param("weight", [cin, cout], w, opts.group);
+    if (this.hasBias) this.param("bias", [cout], b, opts.group);
+  }
+
+  forward(P: Params, x: tf.Tensor): tf.Tensor {
+    return linear(P, this.name, x, this.hasBias);
+  }
 }
 
-export function normSpecs(name: string, C: number, group: ParamGroup): ParamSpec[] {
-  return [
-    { name: `${name}.weight`, shape: [C], init: ONES, group },
-    { name: `${name}.bias`, shape: [C], init: ZEROS, group },
-  ];
+/** weight (ones) and bias (zeros) [C] of LayerNorm and GroupNorm. */
+abstract class AffineNorm extends Module {
+  constructor(name: string, C: number, group: ParamGroup) {
+    super(name);
+    this.param("weight", [C], ONES, group);
+    this.param("bias", [C], ZEROS, group);
+  }
 }
 
-export function layerScaleSpecs(name: string, C: number, group: ParamGroup): ParamSpec[] {
-  return [{ name: `${name}.gamma`, shape: [C], init: { kind: "const", value: 1e-5 }, group }];
+/** LayerNorm over the last axis (timm default eps 1e-5). */
+export class LayerNorm extends AffineNorm {
+  forward<T extends tf.Tensor>(P: Params, x: T): T {
+    return layerNorm(P, this.name, x);
+  }
+}
+
+/** GroupNorm on NHWC maps (GN32, eps 1e-6 unless told otherwise); `silu` is SiLU(GN(x)) in one pass. */
+export class GroupNorm extends AffineNorm {
+  readonly groups: number;
+  readonly eps: number;
+
+  constructor(name: string, C: number, group: ParamGroup, opts: { groups?: number; eps?: number } = {}) {
+    super(name, C, group);
+    this.groups = opts.groups ?? 32;
+    this.eps = opts.eps ?? 1e-6;
+  }
+
+  forward(P: Params, x: tf.Tensor4D): tf.Tensor4D {
+    return groupNorm(P, this.name, x, this.groups, this.eps);
+  }
+
+  silu(P: Params, x: tf.Tensor4D): tf.Tensor4D {
+    return groupNormSilu(P, this.name, x, this.groups, this.eps);
+  }
+}
+
+/** LayerScale γ ⊙ x, γ [C] initialised to 1e-5. */
+export class LayerScale extends Module {
+  constructor(name: string, C: number, group: ParamGroup) {
+    super(name);
+    this.param("gamma", [C], { kind: "const", value: 1e-5 }, group);
+  }
+
+  forward(P: Params, x: tf.Tensor): tf.Tensor {
+    return layerScale(P, this.name, x);
+  }
+}
+
+/** RMSNorm over the last axis, weight [D] (ones). */
+export class RMSNorm extends Module {
+  constructor(name: string, D: number, group: ParamGroup) {
+    super(name);
+    this.param("weight", [D], ONES, group);
+  }
+
+  forward<T extends tf.Tensor>(P: Params, x: T): T {
+    return rmsNorm(P, this.name, x);
+  }
+}
+
+/** Embedding table [V, D] at int32 indices (any shape) → [...idx.shape, D]; see `embedding` for the gradient. */
+export class Embedding extends Module {
+  readonly weight: string;
+
+  constructor(name: string, V: number, D: number, init: Init, group: ParamGroup) {
+    super(name);
+    this.weight = this.param("weight", [V, D], init, group);
+  }
+
+  forward(P: Params, idx: tf.Tensor): tf.Tensor {
+    return embedding(P.get(this.weight), idx);
+  }
 }
 
 // Gradients of the fused kernels (trainer/src/nn/fusedOps.ts), used where a backend provides them.
@@ -135,11 +243,6 @@ export function conv3x3(P: Params, name: string, x: tf.Tensor4D, stride = 1, bia
 
 /** LayerScale: γ ⊙ x (γ initialised to 1e-5). */
 export const layerScale = (P: Params, name: string, x: tf.Tensor): tf.Tensor => tf.mul(x, P.get(`${name}.gamma`));
-
-/** RMSNorm weight [D] (ones). */
-export const rmsNormSpecs = (name: string, D: number, group: ParamGroup): ParamSpec[] => [
-  { name: `${name}.weight`, shape: [D], init: ONES, group },
-];
 
 /** RMSNorm over the last axis: x / √(mean(x²) + eps) · weight. */
 export function rmsNorm<T extends tf.Tensor>(P: Params, name: string, x: T, eps = 1e-5): T {

@@ -6,7 +6,7 @@ import * as tf from "@tensorflow/tfjs";
 import { selectBackend } from "../backend/select.ts";
 import { groupNormAutodiff, groupNormRaw, setGroupNormMode } from "../nn/groupNorm.ts";
 import { conv2dValid, depthwiseConv3x3, matMul2d, setConvGradMode } from "../nn/kernels.ts";
-import { convSpecs, gelu } from "../nn/layers.ts";
+import { Conv2d, gelu } from "../nn/layers.ts";
 import { initTensor } from "../nn/params.ts";
 import { adaGNStats, depthToSpace2 } from "./blocks.ts";
 
@@ -109,7 +109,7 @@ describe("tokenizer blocks", () => {
 
   it("PyTorch default init: U(±1/√fan_in) for weights and biases; seeds depend on the name only", () => {
     tf.tidy(() => {
-      const [w, b] = convSpecs("c", 3, 3, 32, 64, { bias: true, init: "torch", group: "encoder" });
+      const [w, b] = new Conv2d("c", 3, 3, 32, 64, { bias: true, init: "torch", group: "encoder" }).specs();
       const bound = 1 / Math.sqrt(32 * 9);
       const wt = initTensor(w, 0);
       assert.ok(tf.max(tf.abs(wt)).dataSync()[0] <= bound);

@@ -4,50 +4,53 @@
 // adaptive GroupNorm. All maps are NHWC; sequences [B, N, C]. Upstream modules followed: taming /
 // Open-MAGVIT2 `ResnetBlock`, timm `vision_transformer.Block`, ToMe `tome/patch/timm.py`.
 //
-// The primitive layers, GroupNorm and the gradient kernels they use live in trainer/src/nn/.
+// Each block is a Module (trainer/src/nn/module.ts): children declared once in the constructor, under the
+// upstream module names (checkpoint keys), and used by the forward. The primitive layers, GroupNorm and the
+// gradient kernels live in trainer/src/nn/.
 import * as tf from "@tensorflow/tfjs";
-import { groupNormAct, groupNormSilu } from "../nn/groupNorm.ts";
-import { depthwiseConv3x3 } from "../nn/kernels.ts";
-import {
-  conv3x3,
-  convSpecs,
-  depthwiseSpecs,
-  gelu,
-  layerScaleSpecs,
-  linear,
-  linearSpecs,
-  normSpecs,
-} from "../nn/layers.ts";
-import type { ParamGroup, ParamSpec, Params } from "../nn/params.ts";
+import { groupNormAct } from "../nn/groupNorm.ts";
+import { Conv2d, DepthwiseConv3x3, GroupNorm, gelu, LayerNorm, LayerScale, Linear } from "../nn/layers.ts";
+import { Module } from "../nn/module.ts";
+import type { ParamGroup, Params } from "../nn/params.ts";
 
 // ───────────────────────────── CNN blocks ─────────────────────────────
 
-/** ResBlock(cin, cout) parameters (no biases; 1×1 shortcut when widths differ). */
-export function resBlockSpecs(name: string, cin: number, cout: number, group: ParamGroup): ParamSpec[] {
-  const out = [
-    ...normSpecs(`${name}.norm1`, cin, group),
-    ...convSpecs(`${name}.conv1`, 3, 3, cin, cout, { bias: false, init: "torch", group }),
-    ...normSpecs(`${name}.norm2`, cout, group),
-    ...convSpecs(`${name}.conv2`, 3, 3, cout, cout, { bias: false, init: "torch", group }),
-  ];
-  if (cin !== cout)
-    out.push(...convSpecs(`${name}.nin_shortcut`, 1, 1, cin, cout, { bias: false, init: "torch", group }));
-  return out;
-}
+/** ResBlock(cin, cout): h = Conv(SiLU(GN(x))) → Conv(SiLU(GN(h))); out = h + shortcut(x). No biases. */
+export class ResBlock extends Module {
+  readonly norm1: GroupNorm;
+  readonly conv1: Conv2d;
+  readonly norm2: GroupNorm;
+  readonly conv2: Conv2d;
+  /** 1×1 conv when the widths differ. */
+  readonly ninShortcut: Conv2d | null;
 
-/** h = Conv(SiLU(GN(x))) → Conv(SiLU(GN(h))); out = h + shortcut(x). */
-export function resBlock(P: Params, name: string, x: tf.Tensor4D): tf.Tensor4D {
-  const cout = P.get(`${name}.conv1.weight`).shape[3];
-  let h = conv3x3(P, `${name}.conv1`, groupNormSilu(P, `${name}.norm1`, x), 1, false);
-  h = conv3x3(P, `${name}.conv2`, groupNormSilu(P, `${name}.norm2`, h), 1, false);
-  const skip = x.shape[3] === cout ? x : (linear(P, `${name}.nin_shortcut`, x, false) as tf.Tensor4D);
-  return tf.add(h, skip) as tf.Tensor4D;
+  constructor(name: string, cin: number, cout: number, group: ParamGroup) {
+    super(name);
+    const conv = { bias: false, init: "torch", group } as const;
+    this.norm1 = this.add(new GroupNorm(this.path("norm1"), cin, group));
+    this.conv1 = this.add(new Conv2d(this.path("conv1"), 3, 3, cin, cout, conv));
+    this.norm2 = this.add(new GroupNorm(this.path("norm2"), cout, group));
+    this.conv2 = this.add(new Conv2d(this.path("conv2"), 3, 3, cout, cout, conv));
+    this.ninShortcut = cin !== cout ? this.add(new Conv2d(this.path("nin_shortcut"), 1, 1, cin, cout, conv)) : null;
+  }
+
+  forward(P: Params, x: tf.Tensor4D): tf.Tensor4D {
+    let h = this.conv1.forward(P, this.norm1.silu(P, x)); // [B, H, W, cout]
+    h = this.conv2.forward(P, this.norm2.silu(P, h));
+    return tf.add(h, this.ninShortcut ? this.ninShortcut.forward(P, x) : x) as tf.Tensor4D;
+  }
 }
 
 /** Down: Conv3×3 stride 2, padding 1 (symmetric), bias. [B, H, W, C] → [B, H/2, W/2, C]. */
-export const downSpecs = (name: string, C: number, group: ParamGroup): ParamSpec[] =>
-  convSpecs(name, 3, 3, C, C, { bias: true, init: "torch", group });
-export const downsample = (P: Params, name: string, x: tf.Tensor4D): tf.Tensor4D => conv3x3(P, name, x, 2, true);
+export class Downsample extends Conv2d {
+  constructor(name: string, C: number, group: ParamGroup) {
+    super(name, 3, 3, C, C, { bias: true, init: "torch", group });
+  }
+
+  override forward(P: Params, x: tf.Tensor4D): tf.Tensor4D {
+    return super.forward(P, x, 2);
+  }
+}
 
 /**
  * Depth-to-space ×2 in DCR order (= TF `depthToSpace` NHWC; not PyTorch pixel_shuffle), written with
@@ -61,19 +64,18 @@ export function depthToSpace2(x: tf.Tensor4D): tf.Tensor4D {
   return tf.reshape(t, [B, 2 * H, 2 * W, C]); // [B, 2H, 2W, C]
 }
 
-/** Upsampler(C): Conv3×3 (C→4C, bias) then depth-to-space ×2. */
-export const upsamplerSpecs = (name: string, C: number, group: ParamGroup): ParamSpec[] =>
-  convSpecs(name, 3, 3, C, 4 * C, { bias: true, init: "torch", group });
-export const upsample = (P: Params, name: string, x: tf.Tensor4D): tf.Tensor4D =>
-  depthToSpace2(conv3x3(P, name, x, 1, true));
+/** Upsampler(C): Conv3×3 (C→4C, bias) then depth-to-space ×2. [B, H, W, C] → [B, 2H, 2W, C]. */
+export class Upsampler extends Conv2d {
+  constructor(name: string, C: number, group: ParamGroup) {
+    super(name, 3, 3, C, 4 * C, { bias: true, init: "torch", group });
+  }
+
+  override forward(P: Params, x: tf.Tensor4D): tf.Tensor4D {
+    return depthToSpace2(super.forward(P, x));
+  }
+}
 
 // ───────────────────────────── AdaGN (decoder) ─────────────────────────────
-
-/** AdaGN(zc, C): Linear_γ(σ) and Linear_β(μ), both zc→C with the PyTorch default init. */
-export const adaGNSpecs = (name: string, zc: number, C: number, group: ParamGroup): ParamSpec[] => [
-  ...linearSpecs(`${name}.gamma_fc`, zc, C, "torch", group),
-  ...linearSpecs(`${name}.beta_fc`, zc, C, "torch", group),
-];
 
 /**
  * Conditioning statistics of the unmerged quantized map s [B, S, S, zc] (not detached): per channel
@@ -89,65 +91,117 @@ export function adaGNStats(s: tf.Tensor4D): { sigma: tf.Tensor2D; mu: tf.Tensor2
   return { sigma: sigma as tf.Tensor2D, mu: mu as tf.Tensor2D };
 }
 
-/** GN32_noaffine(x) · Linear_γ(σ) + Linear_β(μ), broadcast over H, W. */
-export function adaGN(P: Params, name: string, x: tf.Tensor4D, cond: { sigma: tf.Tensor2D; mu: tf.Tensor2D }) {
-  const [B, , , C] = x.shape;
-  const scale = tf.reshape(linear(P, `${name}.gamma_fc`, cond.sigma), [B, 1, 1, C]);
-  const shift = tf.reshape(linear(P, `${name}.beta_fc`, cond.mu), [B, 1, 1, C]);
-  return tf.add(tf.mul(groupNormAct(x, 32, 1e-6, false), scale), shift) as tf.Tensor4D;
+/** AdaGN(zc, C): GN32_noaffine(x) · Linear_γ(σ) + Linear_β(μ), broadcast over H, W (PyTorch default init). */
+export class AdaGN extends Module {
+  readonly gammaFc: Linear;
+  readonly betaFc: Linear;
+
+  constructor(name: string, zc: number, C: number, group: ParamGroup) {
+    super(name);
+    this.gammaFc = this.add(new Linear(this.path("gamma_fc"), zc, C, { init: "torch", group }));
+    this.betaFc = this.add(new Linear(this.path("beta_fc"), zc, C, { init: "torch", group }));
+  }
+
+  forward(P: Params, x: tf.Tensor4D, cond: { sigma: tf.Tensor2D; mu: tf.Tensor2D }): tf.Tensor4D {
+    const [B, , , C] = x.shape;
+    const scale = tf.reshape(this.gammaFc.forward(P, cond.sigma), [B, 1, 1, C]);
+    const shift = tf.reshape(this.betaFc.forward(P, cond.mu), [B, 1, 1, C]);
+    return tf.add(tf.mul(groupNormAct(x, 32, 1e-6, false), scale), shift) as tf.Tensor4D;
+  }
 }
 
 // ───────────────────────────── transformer blocks ─────────────────────────────
-
-export const attentionSpecs = (name: string, D: number, group: ParamGroup): ParamSpec[] => [
-  ...linearSpecs(`${name}.qkv`, D, 3 * D, "vit", group),
-  ...linearSpecs(`${name}.proj`, D, D, "vit", group),
-];
 
 /**
  * Multi-head self-attention (timm layout: qkv output = [q | k | v], each heads × head_dim).
  * `logSizes` [B, N] adds ToMe's proportional-attention bias log s_j over keys.
  * x [B, N, D] → { out [B, N, D], keys [B, h, N, d_h] }.
  */
-export function attention(P: Params, name: string, x: tf.Tensor3D, heads: number, logSizes?: tf.Tensor2D) {
-  const [B, N, D] = x.shape;
-  const dh = D / heads;
-  const qkv = tf.reshape(linear(P, `${name}.qkv`, x), [B, N, 3, heads, dh]); // [B, N, 3, h, d_h]
-  const [q, k, v] = tf.unstack(tf.transpose(qkv, [2, 0, 3, 1, 4])); // 3 × [B, h, N, d_h]
-  let logits = tf.matMul(tf.mul(q, dh ** -0.5), k, false, true); // [B, h, N, N]
-  if (logSizes) logits = tf.add(logits, tf.reshape(logSizes, [B, 1, 1, N]));
-  const o = tf.matMul(tf.softmax(logits), v); // [B, h, N, d_h]
-  const merged = tf.reshape(tf.transpose(o, [0, 2, 1, 3]), [B, N, D]); // [B, N, h·d_h]
-  return { out: linear(P, `${name}.proj`, merged) as tf.Tensor3D, keys: k as tf.Tensor4D };
+export class Attention extends Module {
+  readonly qkv: Linear;
+  readonly proj: Linear;
+  readonly heads: number;
+
+  constructor(name: string, D: number, heads: number, group: ParamGroup) {
+    super(name);
+    this.heads = heads;
+    this.qkv = this.add(new Linear(this.path("qkv"), D, 3 * D, { init: "vit", group }));
+    this.proj = this.add(new Linear(this.path("proj"), D, D, { init: "vit", group }));
+  }
+
+  forward(P: Params, x: tf.Tensor3D, logSizes?: tf.Tensor2D): { out: tf.Tensor3D; keys: tf.Tensor4D } {
+    const [B, N, D] = x.shape;
+    const { heads } = this;
+    const dh = D / heads;
+    const qkv = tf.reshape(this.qkv.forward(P, x), [B, N, 3, heads, dh]); // [B, N, 3, h, d_h]
+    const [q, k, v] = tf.unstack(tf.transpose(qkv, [2, 0, 3, 1, 4])); // 3 × [B, h, N, d_h]
+    let logits = tf.matMul(tf.mul(q, dh ** -0.5), k, false, true); // [B, h, N, N]
+    if (logSizes) logits = tf.add(logits, tf.reshape(logSizes, [B, 1, 1, N]));
+    const o = tf.matMul(tf.softmax(logits), v); // [B, h, N, d_h]
+    const merged = tf.reshape(tf.transpose(o, [0, 2, 1, 3]), [B, N, D]); // [B, N, h·d_h]
+    return { out: this.proj.forward(P, merged) as tf.Tensor3D, keys: k as tf.Tensor4D };
+  }
 }
 
-/** MLP D→4D→D with exact GELU (encoder blocks). */
-export const mlpSpecs = (name: string, D: number, group: ParamGroup, mixDwConv = false): ParamSpec[] => [
-  ...linearSpecs(`${name}.fc1`, D, 4 * D, "vit", group),
-  ...(mixDwConv ? depthwiseSpecs(`${name}.dwconv`, 4 * D, "vit", group) : []),
-  ...linearSpecs(`${name}.fc2`, 4 * D, D, "vit", group),
-];
+/**
+ * MLP D→4D→D with exact GELU (encoder blocks); with `side` (decoder MixMLP) the hidden tokens pass, as a
+ * √N×√N grid, through a depthwise 3×3 conv (bias) before the GELU.
+ */
+export class Mlp extends Module {
+  readonly fc1: Linear;
+  readonly dwconv: DepthwiseConv3x3 | null;
+  readonly fc2: Linear;
 
-export const mlp = (P: Params, name: string, x: tf.Tensor3D): tf.Tensor3D =>
-  linear(P, `${name}.fc2`, gelu(linear(P, `${name}.fc1`, x))) as tf.Tensor3D;
+  constructor(name: string, D: number, group: ParamGroup, mixDwConv: boolean) {
+    super(name);
+    this.fc1 = this.add(new Linear(this.path("fc1"), D, 4 * D, { init: "vit", group }));
+    this.dwconv = mixDwConv ? this.add(new DepthwiseConv3x3(this.path("dwconv"), 4 * D, "vit", group)) : null;
+    this.fc2 = this.add(new Linear(this.path("fc2"), 4 * D, D, { init: "vit", group }));
+  }
 
-/** MixMLP (decoder): fc1 → tokens as √N×√N grid → depthwise 3×3 (bias) → flatten → GELU → fc2. */
-export function mixMlp(P: Params, name: string, x: tf.Tensor3D, side: number): tf.Tensor3D {
-  const [B, N] = x.shape;
-  const h = linear(P, `${name}.fc1`, x);
-  const C = h.shape[2] as number;
-  const grid = tf.reshape(h, [B, side, side, C]) as tf.Tensor4D; // [B, N, 4D] → [B, √N, √N, 4D]
-  const dw = depthwiseConv3x3(grid, P.get(`${name}.dwconv.weight`), P.get(`${name}.dwconv.bias`));
-  const flat = tf.reshape(dw, [B, N, C]); // [B, √N, √N, 4D] → [B, N, 4D]
-  return linear(P, `${name}.fc2`, gelu(flat)) as tf.Tensor3D;
+  /** x [B, N, D] → [B, N, D]; `side` = √N, required with the depthwise conv. */
+  forward(P: Params, x: tf.Tensor3D, side?: number): tf.Tensor3D {
+    let h = this.fc1.forward(P, x); // [B, N, 4D]
+    if (this.dwconv) {
+      if (side === undefined) throw new Error(`${this.name}: MixMLP needs the grid side`);
+      const [B, N, C] = h.shape as [number, number, number];
+      const grid = tf.reshape(h, [B, side, side, C]) as tf.Tensor4D; // [B, N, 4D] → [B, √N, √N, 4D]
+      h = tf.reshape(this.dwconv.forward(P, grid), [B, N, C]); // → [B, N, 4D]
+    }
+    return this.fc2.forward(P, gelu(h)) as tf.Tensor3D;
+  }
 }
 
-/** Pre-norm ViT block parameters: norm1/attn/ls1/norm2/mlp/ls2 (timm anatomy). */
-export const vitBlockSpecs = (name: string, D: number, group: ParamGroup, mixMlpDw = false): ParamSpec[] => [
-  ...normSpecs(`${name}.norm1`, D, group),
-  ...attentionSpecs(`${name}.attn`, D, group),
-  ...layerScaleSpecs(`${name}.ls1`, D, group),
-  ...normSpecs(`${name}.norm2`, D, group),
-  ...mlpSpecs(`${name}.mlp`, D, group, mixMlpDw),
-  ...layerScaleSpecs(`${name}.ls2`, D, group),
-];
+/**
+ * Pre-norm ViT block (timm anatomy): x + ls1(attn(norm1(x))), then x + ls2(mlp(norm2(x))). The encoder runs
+ * the two halves with the ToMe merge between them, so they are exposed separately.
+ */
+export class VitBlock extends Module {
+  readonly norm1: LayerNorm;
+  readonly attn: Attention;
+  readonly ls1: LayerScale;
+  readonly norm2: LayerNorm;
+  readonly mlp: Mlp;
+  readonly ls2: LayerScale;
+
+  constructor(name: string, D: number, heads: number, group: ParamGroup, mixMlp = false) {
+    super(name);
+    this.norm1 = this.add(new LayerNorm(this.path("norm1"), D, group));
+    this.attn = this.add(new Attention(this.path("attn"), D, heads, group));
+    this.ls1 = this.add(new LayerScale(this.path("ls1"), D, group));
+    this.norm2 = this.add(new LayerNorm(this.path("norm2"), D, group));
+    this.mlp = this.add(new Mlp(this.path("mlp"), D, group, mixMlp));
+    this.ls2 = this.add(new LayerScale(this.path("ls2"), D, group));
+  }
+
+  /** Attention half: → { x + ls1(attn), keys of this block (the ToMe metric) }. */
+  attentionResidual(P: Params, x: tf.Tensor3D, logSizes?: tf.Tensor2D): { x: tf.Tensor3D; keys: tf.Tensor4D } {
+    const { out, keys } = this.attn.forward(P, this.norm1.forward(P, x), logSizes);
+    return { x: tf.add(x, this.ls1.forward(P, out)) as tf.Tensor3D, keys };
+  }
+
+  /** MLP half: x + ls2(mlp(norm2(x))); `side` for the MixMLP. */
+  mlpResidual(P: Params, x: tf.Tensor3D, side?: number): tf.Tensor3D {
+    return tf.add(x, this.ls2.forward(P, this.mlp.forward(P, this.norm2.forward(P, x), side))) as tf.Tensor3D;
+  }
+}

@@ -2,33 +2,39 @@
 // "layer3" (GR, R): Linear(D→4D)–GELU–Linear(4D→4D)–GELU–Linear(4D→C);
 // "mlp2" (G, upstream `dist_head True`): Linear(D→4D)–GELU–LayerNorm(4D)–Linear(4D→C). PyTorch default init.
 import type * as tf from "@tensorflow/tfjs";
-import { gelu, layerNorm, linear, linearSpecs, normSpecs } from "../nn/layers.ts";
-import type { ParamSpec, Params } from "../nn/params.ts";
+import { gelu, LayerNorm, Linear } from "../nn/layers.ts";
+import { Module } from "../nn/module.ts";
+import type { Params } from "../nn/params.ts";
 import type { ArchConfig } from "./arch.ts";
 
-export function clsHeadSpecs(cfg: ArchConfig): ParamSpec[] {
-  const D = cfg.derived.encDim;
-  const g = "clsHead" as const;
-  if (cfg.distHead === "layer3") {
-    return [
-      ...linearSpecs("cls_head.fc1", D, 4 * D, "torch", g),
-      ...linearSpecs("cls_head.fc2", 4 * D, 4 * D, "torch", g),
-      ...linearSpecs("cls_head.fc3", 4 * D, cfg.numClasses, "torch", g),
-    ];
-  }
-  return [
-    ...linearSpecs("cls_head.fc1", D, 4 * D, "torch", g),
-    ...normSpecs("cls_head.norm", 4 * D, g),
-    ...linearSpecs("cls_head.fc2", 4 * D, cfg.numClasses, "torch", g),
-  ];
-}
+export class ClsHead extends Module {
+  readonly fc1: Linear;
+  readonly fc2: Linear;
+  /** "layer3" only. */
+  readonly fc3: Linear | null;
+  /** "mlp2" only. */
+  readonly norm: LayerNorm | null;
 
-/** cls [B, D] → representation [B, numClasses]. */
-export function clsHead(P: Params, cfg: ArchConfig, cls: tf.Tensor2D): tf.Tensor2D {
-  if (cfg.distHead === "layer3") {
-    const h = gelu(linear(P, "cls_head.fc2", gelu(linear(P, "cls_head.fc1", cls))));
-    return linear(P, "cls_head.fc3", h) as tf.Tensor2D;
+  constructor(cfg: ArchConfig) {
+    super("cls_head");
+    const D = cfg.derived.encDim;
+    const opts = { init: "torch", group: "clsHead" } as const;
+    this.fc1 = this.add(new Linear(this.path("fc1"), D, 4 * D, opts));
+    if (cfg.distHead === "layer3") {
+      this.norm = null;
+      this.fc2 = this.add(new Linear(this.path("fc2"), 4 * D, 4 * D, opts));
+      this.fc3 = this.add(new Linear(this.path("fc3"), 4 * D, cfg.numClasses, opts));
+    } else {
+      this.norm = this.add(new LayerNorm(this.path("norm"), 4 * D, "clsHead"));
+      this.fc2 = this.add(new Linear(this.path("fc2"), 4 * D, cfg.numClasses, opts));
+      this.fc3 = null;
+    }
   }
-  const h = layerNorm(P, "cls_head.norm", gelu(linear(P, "cls_head.fc1", cls)));
-  return linear(P, "cls_head.fc2", h) as tf.Tensor2D;
+
+  /** cls [B, D] → representation [B, numClasses]. */
+  forward(P: Params, cls: tf.Tensor2D): tf.Tensor2D {
+    const h = gelu(this.fc1.forward(P, cls));
+    if (this.fc3) return this.fc3.forward(P, gelu(this.fc2.forward(P, h))) as tf.Tensor2D; // layer3
+    return this.fc2.forward(P, this.norm ? this.norm.forward(P, h) : h) as tf.Tensor2D; // mlp2 (always has the norm)
+  }
 }

@@ -5,71 +5,71 @@
 // → Upsampler (conv ×4 channels + DCR depth-to-space, except level 0) → GN32 → SiLU → conv 3×3 → RGB.
 // No tanh: training uses the raw output (evaluation clamps to [−1, 1]).
 import * as tf from "@tensorflow/tfjs";
-import { groupNormSilu } from "../nn/groupNorm.ts";
-import { depthwiseConv3x3 } from "../nn/kernels.ts";
-import { conv3x3, convSpecs, depthwiseSpecs, layerNorm, layerScale, normSpecs } from "../nn/layers.ts";
-import type { ParamSpec, Params } from "../nn/params.ts";
+import { Conv2d, DepthwiseConv3x3, GroupNorm } from "../nn/layers.ts";
+import { Module } from "../nn/module.ts";
+import type { Params } from "../nn/params.ts";
 import type { ArchConfig } from "./arch.ts";
-import {
-  adaGN,
-  adaGNSpecs,
-  adaGNStats,
-  attention,
-  mixMlp,
-  resBlock,
-  resBlockSpecs,
-  upsample,
-  upsamplerSpecs,
-  vitBlockSpecs,
-} from "./blocks.ts";
+import { AdaGN, adaGNStats, ResBlock, Upsampler, VitBlock } from "./blocks.ts";
 
-const resBlocksAt = (cfg: ArchConfig, l: number): number => cfg.numResBlocks + (l >= 1 ? cfg.numResExtra : 0);
-
-export function decoderSpecs(cfg: ArchConfig): ParamSpec[] {
-  const g = "decoder" as const;
-  const { decDim: D, widths } = cfg.derived;
-  const zc = cfg.zChannels;
-  // Transformer part: Linear & conv weights trunc-normal .02, biases 0 (docs/model.md §2.7); conv_in is PyTorch default.
-  const out: ParamSpec[] = [
-    ...convSpecs("decoder.conv_in", 3, 3, zc, D, { bias: true, init: "torch", group: g }),
-    ...depthwiseSpecs("decoder.pos_conv", D, "vit", g),
-  ];
-  for (let i = 0; i < cfg.numDecBlocks; i++) out.push(...vitBlockSpecs(`decoder.blocks.${i}`, D, g, true));
-  let C = D;
-  for (let l = widths.length - 1; l >= 0; l--) {
-    out.push(...adaGNSpecs(`decoder.up.${l}.adanorm`, zc, C, g));
-    for (let i = 0; i < resBlocksAt(cfg, l); i++) {
-      out.push(...resBlockSpecs(`decoder.up.${l}.block.${i}`, i === 0 ? C : widths[l], widths[l], g));
-    }
-    C = widths[l];
-    if (l > 0) out.push(...upsamplerSpecs(`decoder.up.${l}.upsample`, C, g));
-  }
-  out.push(...normSpecs("decoder.norm_out", C, g));
-  out.push(...convSpecs("decoder.conv_out", 3, 3, C, 3, { bias: true, init: "torch", group: g }));
-  return out;
+/** One up-path level: AdaGN, ResBlocks (numResBlocks + numResExtra for l ≥ 1), Upsampler unless l = 0. */
+interface UpLevel {
+  adanorm: AdaGN;
+  blocks: ResBlock[];
+  upsample: Upsampler | null;
 }
 
-/** zmap [B, S, S, zc] (unmerged quantized map) → reconstruction [B, S·f, S·f, 3] (unclamped). */
-export function decoder(P: Params, cfg: ArchConfig, zmap: tf.Tensor4D): tf.Tensor4D {
-  const [B, S, ,] = zmap.shape;
-  const { decDim: D, decHeads, widths } = cfg.derived;
-  const cond = adaGNStats(zmap); // σ, μ of the decoder input, [B, zc] each
-  let h = conv3x3(P, "decoder.conv_in", zmap); // [B, S, S, D]
-  h = tf.add(h, depthwiseConv3x3(h, P.get("decoder.pos_conv.weight"), P.get("decoder.pos_conv.bias"))) as tf.Tensor4D;
-  let x = tf.reshape(h, [B, S * S, D]) as tf.Tensor3D; // [B, S, S, D] → [B, L, D] raster
-  for (let i = 0; i < cfg.numDecBlocks; i++) {
-    const n = `decoder.blocks.${i}`;
-    x = tf.add(
-      x,
-      layerScale(P, `${n}.ls1`, attention(P, `${n}.attn`, layerNorm(P, `${n}.norm1`, x), decHeads).out),
-    ) as tf.Tensor3D;
-    x = tf.add(x, layerScale(P, `${n}.ls2`, mixMlp(P, `${n}.mlp`, layerNorm(P, `${n}.norm2`, x), S))) as tf.Tensor3D;
+export class Decoder extends Module {
+  readonly convIn: Conv2d;
+  readonly posConv: DepthwiseConv3x3;
+  readonly blocks: VitBlock[] = [];
+  /** Levels in execution order, l = last … 0. */
+  readonly up: UpLevel[] = [];
+  readonly normOut: GroupNorm;
+  readonly convOut: Conv2d;
+
+  constructor(cfg: ArchConfig) {
+    super("decoder");
+    const g = "decoder" as const;
+    const { decDim: D, decHeads, widths } = cfg.derived;
+    const zc = cfg.zChannels;
+    const torchConv = { bias: true, init: "torch", group: g } as const;
+    // Transformer part: Linear & conv weights trunc-normal .02, biases 0 (docs/model.md §2.7); conv_in is PyTorch default.
+    this.convIn = this.add(new Conv2d(this.path("conv_in"), 3, 3, zc, D, torchConv));
+    this.posConv = this.add(new DepthwiseConv3x3(this.path("pos_conv"), D, "vit", g));
+    for (let i = 0; i < cfg.numDecBlocks; i++) {
+      this.blocks.push(this.add(new VitBlock(this.path(`blocks.${i}`), D, decHeads, g, true)));
+    }
+    let C = D;
+    for (let l = widths.length - 1; l >= 0; l--) {
+      const level = this.path(`up.${l}`);
+      const adanorm = this.add(new AdaGN(`${level}.adanorm`, zc, C, g));
+      const blocks: ResBlock[] = [];
+      const n = cfg.numResBlocks + (l >= 1 ? cfg.numResExtra : 0);
+      for (let i = 0; i < n; i++)
+        blocks.push(this.add(new ResBlock(`${level}.block.${i}`, i === 0 ? C : widths[l], widths[l], g)));
+      C = widths[l];
+      const upsample = l > 0 ? this.add(new Upsampler(`${level}.upsample`, C, g)) : null;
+      this.up.push({ adanorm, blocks, upsample });
+    }
+    this.normOut = this.add(new GroupNorm(this.path("norm_out"), C, g));
+    this.convOut = this.add(new Conv2d(this.path("conv_out"), 3, 3, C, 3, torchConv));
   }
-  h = tf.reshape(x, [B, S, S, D]) as tf.Tensor4D; // [B, L, D] → [B, S, S, D]
-  for (let l = widths.length - 1; l >= 0; l--) {
-    h = adaGN(P, `decoder.up.${l}.adanorm`, h, cond);
-    for (let i = 0; i < resBlocksAt(cfg, l); i++) h = resBlock(P, `decoder.up.${l}.block.${i}`, h);
-    if (l > 0) h = upsample(P, `decoder.up.${l}.upsample`, h); // [B, s, s, C] → [B, 2s, 2s, C]
+
+  /** zmap [B, S, S, zc] (unmerged quantized map) → reconstruction [B, S·f, S·f, 3] (unclamped). */
+  forward(P: Params, zmap: tf.Tensor4D): tf.Tensor4D {
+    const [B, S, ,] = zmap.shape;
+    const cond = adaGNStats(zmap); // σ, μ of the decoder input, [B, zc] each
+    let h = this.convIn.forward(P, zmap); // [B, S, S, D]
+    const D = h.shape[3];
+    h = tf.add(h, this.posConv.forward(P, h)) as tf.Tensor4D;
+    let x = tf.reshape(h, [B, S * S, D]) as tf.Tensor3D; // [B, S, S, D] → [B, L, D] raster
+    for (const block of this.blocks) x = block.mlpResidual(P, block.attentionResidual(P, x).x, S);
+    h = tf.reshape(x, [B, S, S, D]) as tf.Tensor4D; // [B, L, D] → [B, S, S, D]
+    for (const { adanorm, blocks, upsample } of this.up) {
+      h = adanorm.forward(P, h, cond);
+      for (const block of blocks) h = block.forward(P, h);
+      if (upsample) h = upsample.forward(P, h); // [B, s, s, C] → [B, 2s, 2s, C]
+    }
+    return this.convOut.forward(P, this.normOut.silu(P, h)); // [B, H, W, 3]
   }
-  return conv3x3(P, "decoder.conv_out", groupNormSilu(P, "decoder.norm_out", h)); // [B, H, W, 3]
 }

@@ -4,24 +4,12 @@
 // bipartite matching on the head-mean of the keys → size-weighted merge → MLP residual. No final norm.
 // Head: tokens 1..K → [B, √K, √K, D] → GN32 → SiLU → 1×1 conv (D→zChannels, bias).
 import * as tf from "@tensorflow/tfjs";
-import { groupNormSilu } from "../nn/groupNorm.ts";
-import { convSpecs, layerNorm, layerScale, linear, normSpecs } from "../nn/layers.ts";
-import type { ParamSpec, Params } from "../nn/params.ts";
+import { Conv2d, GroupNorm } from "../nn/layers.ts";
+import { Module } from "../nn/module.ts";
+import type { Params } from "../nn/params.ts";
 import type { ArchConfig } from "./arch.ts";
-import { attention, mlp, vitBlockSpecs } from "./blocks.ts";
+import { VitBlock } from "./blocks.ts";
 import { bipartitePlan, capR, MergeTracker, matchingScores, mergeTokens } from "./tome.ts";
-
-export function encoderTransformerSpecs(cfg: ArchConfig): ParamSpec[] {
-  const D = cfg.derived.encDim;
-  const g = "encoder" as const;
-  const out: ParamSpec[] = [
-    { name: "encoder.cls_token", shape: [1, 1, D], init: { kind: "normal", std: 1e-6 }, group: g },
-  ];
-  for (let i = 0; i < cfg.numAttBlocks; i++) out.push(...vitBlockSpecs(`encoder.blocks.${i}`, D, g));
-  out.push(...normSpecs("encoder.norm_out", D, g));
-  out.push(...convSpecs("encoder.quant_conv", 1, 1, D, cfg.zChannels, { bias: true, init: "torch", group: g }));
-  return out;
-}
 
 export interface EncoderTransformerOut {
   /** Final-block CLS token [B, D]. */
@@ -32,50 +20,68 @@ export interface EncoderTransformerOut {
   tracker: MergeTracker;
 }
 
-/**
- * tokens [B, L, D] (raster) with per-block merge counts r (capped per layer at ⌊(t−1)/2⌋).
- * Returns the CLS token, the K kept tokens and the merge bookkeeping.
- */
-export function encoderTransformer(
-  P: Params,
-  cfg: ArchConfig,
-  tokens: tf.Tensor3D,
-  r: readonly number[],
-): EncoderTransformerOut {
-  const [B, L, D] = tokens.shape;
-  const heads = cfg.derived.encHeads;
-  if (r.length !== cfg.numAttBlocks) throw new Error(`r list has ${r.length} entries for ${cfg.numAttBlocks} blocks`);
-  const cls0 = tf.tile(P.get("encoder.cls_token"), [B, 1, 1]); // [B, 1, D]
-  let x = tf.concat([cls0, tokens], 1) as tf.Tensor3D; // [B, 1+L, D]
-  const tracker = new MergeTracker(B, 1 + L);
-  for (let i = 0; i < cfg.numAttBlocks; i++) {
-    const n = `encoder.blocks.${i}`;
-    const t = x.shape[1];
-    // Proportional attention once sizes exist (before the first merge all sizes are 1 and log 1 = 0).
-    const logSizes = tracker.merged ? tf.log(tf.tensor2d(tracker.sizes, [B, t])) : undefined;
-    const { out, keys } = attention(P, `${n}.attn`, layerNorm(P, `${n}.norm1`, x), heads, logSizes as tf.Tensor2D);
-    x = tf.add(x, layerScale(P, `${n}.ls1`, out)) as tf.Tensor3D;
-    const rl = capR(r[i], t);
-    if (rl > 0) {
-      const metric = tf.mean(keys, 1) as tf.Tensor3D; // head-mean of keys: [B, h, t, d_h] → [B, t, d_h]
-      const plan = bipartitePlan(matchingScores(metric), B, t, rl);
-      const before = tracker.merged ? tracker.sizes : null;
-      const after = tracker.apply(plan);
-      x = mergeTokens(x, before, after, plan); // [B, t, D] → [B, t−r, D]
-    }
-    x = tf.add(x, layerScale(P, `${n}.ls2`, mlp(P, `${n}.mlp`, layerNorm(P, `${n}.norm2`, x)))) as tf.Tensor3D;
-  }
-  const t = x.shape[1];
-  const cls = tf.reshape(tf.slice(x, [0, 0, 0], [B, 1, D]), [B, D]) as tf.Tensor2D; // [B, 1, D] → [B, D]
-  return { cls, tokens: tf.slice(x, [0, 1, 0], [B, t - 1, D]) as tf.Tensor3D, tracker };
-}
+export class EncoderTransformer extends Module {
+  readonly clsToken: string;
+  readonly blocks: VitBlock[] = [];
+  /** Output head: GN32 → SiLU → 1×1 conv (D → zChannels, bias). */
+  readonly normOut: GroupNorm;
+  readonly quantConv: Conv2d;
+  readonly zChannels: number;
 
-/** Encoder output head: tokens [B, K, D] → [B, √K, √K, D] → GN32 → SiLU → 1×1 conv → z [B, K, zc]. */
-export function encoderHead(P: Params, cfg: ArchConfig, tokens: tf.Tensor3D): tf.Tensor3D {
-  const [B, K, D] = tokens.shape;
-  const side = Math.round(Math.sqrt(K));
-  if (side * side !== K) throw new Error(`encoder head: K = ${K} is not a perfect square`);
-  const grid = tf.reshape(tokens, [B, side, side, D]) as tf.Tensor4D; // [B, K, D] → [B, √K, √K, D] (ToMe order)
-  const h = groupNormSilu(P, "encoder.norm_out", grid);
-  return tf.reshape(linear(P, "encoder.quant_conv", h), [B, K, cfg.zChannels]) as tf.Tensor3D; // → [B, K, zc]
+  constructor(cfg: ArchConfig) {
+    super("encoder");
+    const D = cfg.derived.encDim;
+    const g = "encoder" as const;
+    this.zChannels = cfg.zChannels;
+    this.clsToken = this.param("cls_token", [1, 1, D], { kind: "normal", std: 1e-6 }, g);
+    for (let i = 0; i < cfg.numAttBlocks; i++) {
+      this.blocks.push(this.add(new VitBlock(this.path(`blocks.${i}`), D, cfg.derived.encHeads, g)));
+    }
+    this.normOut = this.add(new GroupNorm(this.path("norm_out"), D, g));
+    this.quantConv = this.add(
+      new Conv2d(this.path("quant_conv"), 1, 1, D, cfg.zChannels, { bias: true, init: "torch", group: g }),
+    );
+  }
+
+  /**
+   * tokens [B, L, D] (raster) with per-block merge counts r (capped per layer at ⌊(t−1)/2⌋).
+   * Returns the CLS token, the K kept tokens and the merge bookkeeping.
+   */
+  forward(P: Params, tokens: tf.Tensor3D, r: readonly number[]): EncoderTransformerOut {
+    const [B, L, D] = tokens.shape;
+    if (r.length !== this.blocks.length)
+      throw new Error(`r list has ${r.length} entries for ${this.blocks.length} blocks`);
+    const cls0 = tf.tile(P.get(this.clsToken), [B, 1, 1]); // [B, 1, D]
+    let x = tf.concat([cls0, tokens], 1) as tf.Tensor3D; // [B, 1+L, D]
+    const tracker = new MergeTracker(B, 1 + L);
+    this.blocks.forEach((block, i) => {
+      const t = x.shape[1];
+      // Proportional attention once sizes exist (before the first merge all sizes are 1 and log 1 = 0).
+      const logSizes = tracker.merged ? (tf.log(tf.tensor2d(tracker.sizes, [B, t])) as tf.Tensor2D) : undefined;
+      const attn = block.attentionResidual(P, x, logSizes);
+      x = attn.x;
+      const rl = capR(r[i], t);
+      if (rl > 0) {
+        const metric = tf.mean(attn.keys, 1) as tf.Tensor3D; // head-mean of keys: [B, h, t, d_h] → [B, t, d_h]
+        const plan = bipartitePlan(matchingScores(metric), B, t, rl);
+        const before = tracker.merged ? tracker.sizes : null;
+        const after = tracker.apply(plan);
+        x = mergeTokens(x, before, after, plan); // [B, t, D] → [B, t−r, D]
+      }
+      x = block.mlpResidual(P, x);
+    });
+    const t = x.shape[1];
+    const cls = tf.reshape(tf.slice(x, [0, 0, 0], [B, 1, D]), [B, D]) as tf.Tensor2D; // [B, 1, D] → [B, D]
+    return { cls, tokens: tf.slice(x, [0, 1, 0], [B, t - 1, D]) as tf.Tensor3D, tracker };
+  }
+
+  /** Output head: tokens [B, K, D] → [B, √K, √K, D] → GN32 → SiLU → 1×1 conv → z [B, K, zc]. */
+  head(P: Params, tokens: tf.Tensor3D): tf.Tensor3D {
+    const [B, K, D] = tokens.shape;
+    const side = Math.round(Math.sqrt(K));
+    if (side * side !== K) throw new Error(`encoder head: K = ${K} is not a perfect square`);
+    const grid = tf.reshape(tokens, [B, side, side, D]) as tf.Tensor4D; // [B, K, D] → [B, √K, √K, D] (ToMe order)
+    const h = this.normOut.silu(P, grid);
+    return tf.reshape(this.quantConv.forward(P, h), [B, K, this.zChannels]) as tf.Tensor3D; // → [B, K, zc]
+  }
 }

@@ -1,20 +1,15 @@
 // MergeVQ Stage-I tokenizer (docs/model.md §0, §2): CNN (or ViT patch) encoder → encoder transformer with ToMe →
 // output head → LFQ → unmerge with the source matrix of the same forward → decoder; CLS → representation
-// head. Functional modules over a named parameter store; every public method runs in tf.tidy and returns
+// head. A module tree (paramShapes.ts) run over a named parameter store; every public method runs in tf.tidy and returns
 // tensors the caller owns (dispose them, e.g. with `tf.dispose(out)`).
 import * as tf from "@tensorflow/tfjs";
 import { countParams, type ParamGroup, ParamStore, tidyObject } from "../nn/params.ts";
 import { candidateForBatch } from "./candidates.ts";
-import { clsHead } from "./clsHead.ts";
 import { type ResolvedTokenizerConfig, resolveConfig, type TokenizerConfigInput } from "./config.ts";
-import { decoder } from "./decoder.ts";
-import { encoderCnn } from "./encoderCnn.ts";
-import { encoderHead, encoderTransformer } from "./encoderTransformer.ts";
 import { indicesToCodes, type LfqLosses, lfq } from "./lfq.ts";
-import { paramShapes } from "./paramShapes.ts";
+import { TokenizerModules } from "./paramShapes.ts";
 import { mergeSchedule, tokensAfterBlocks } from "./tome.ts";
 import { unmerge } from "./unmerge.ts";
-import { vitEncoder } from "./vitEncoder.ts";
 
 export interface EncodeOutput {
   /** Pre-quantization latents [B, K, zc] (ToMe order). */
@@ -57,11 +52,13 @@ export interface ForwardOptions extends EncodeOptions {
 export class MergeVQTokenizer {
   readonly config: ResolvedTokenizerConfig;
   readonly params: ParamStore;
+  private readonly modules: TokenizerModules;
   private readonly schedules = new Map<number, number[]>();
 
   constructor(config: ResolvedTokenizerConfig | string | (TokenizerConfigInput & { preset?: string })) {
     this.config = typeof config === "object" && "derived" in config ? config : resolveConfig(config);
-    this.params = new ParamStore(paramShapes(this.config), this.config.seed);
+    this.modules = new TokenizerModules(this.config);
+    this.params = new ParamStore(this.modules.specs(), this.config.seed);
   }
 
   /** Training keep-count for the micro-batch with in-epoch index b (deterministic 100-batch cycle, §2.3). */
@@ -87,8 +84,7 @@ export class MergeVQTokenizer {
 
   /** Image → raster tokens [B, L', D] (CNN or ViT patch embedding). */
   private features(x: tf.Tensor4D): tf.Tensor3D {
-    const P = this.params;
-    const f = this.config.encoder === "vit" ? vitEncoder(P, this.config, x) : encoderCnn(P, this.config, x);
+    const f = this.modules.features.forward(this.params, x);
     const [B, h, w, D] = f.shape;
     return tf.reshape(f, [B, h * w, D]) as tf.Tensor3D; // [B, h, w, D] → [B, L, D] raster
   }
@@ -108,8 +104,8 @@ export class MergeVQTokenizer {
         tokens.shape[1] === cfg.derived.L,
         () => `encode: ${tokens.shape[1]} tokens, config L = ${cfg.derived.L}`,
       );
-      const enc = encoderTransformer(this.params, cfg, tokens, r);
-      const z = encoderHead(this.params, cfg, enc.tokens); // [B, K, zc]
+      const enc = this.modules.transformer.forward(this.params, tokens, r);
+      const z = this.modules.transformer.head(this.params, enc.tokens); // [B, K, zc]
       const q = lfq(z, {
         temperature: cfg.entropyTemperature,
         training: opts.training ?? true,
@@ -125,7 +121,7 @@ export class MergeVQTokenizer {
         groups: tf.tensor2d(enc.tracker.tokenGroups(), [B, cfg.derived.L], "int32"),
         sizes: enc.tracker.tokenSizes(),
         losses: q.losses,
-        cls: clsHead(this.params, cfg, enc.cls),
+        cls: this.modules.clsHead.forward(this.params, enc.cls),
       };
     });
   }
@@ -137,14 +133,15 @@ export class MergeVQTokenizer {
   encodeCls(view: tf.Tensor4D, K = this.config.derived.K): tf.Tensor2D {
     this.checkImage(view, "encodeCls");
     const r = this.scheduleFor(K);
-    return tf.tidy(() =>
-      clsHead(this.params, this.config, encoderTransformer(this.params, this.config, this.features(view), r).cls),
-    );
+    return tf.tidy(() => {
+      const { transformer, clsHead } = this.modules;
+      return clsHead.forward(this.params, transformer.forward(this.params, this.features(view), r).cls);
+    });
   }
 
   /** Decode K quantized tokens with their source matrix (docs/model.md §2.5–2.6) → [B, H, W, 3] (unclamped). */
   decode(zq: tf.Tensor3D, source: tf.Tensor3D | null): tf.Tensor4D {
-    return tf.tidy(() => decoder(this.params, this.config, unmerge(zq, source)));
+    return tf.tidy(() => this.modules.decoder.forward(this.params, unmerge(zq, source)));
   }
 
   /** Decode a full (unmerged) raster grid of indices [B, L] (Stage-II samples, docs/model.md §5.4). */
@@ -153,7 +150,7 @@ export class MergeVQTokenizer {
       const [B, L] = indices.shape;
       const S = Math.round(Math.sqrt(L));
       const codes = tf.reshape(indicesToCodes(indices, this.config.zChannels), [B, S, S, this.config.zChannels]);
-      return decoder(this.params, this.config, codes as tf.Tensor4D); // [B, L] → [B, S, S, zc] → image
+      return this.modules.decoder.forward(this.params, codes as tf.Tensor4D); // [B, L] → [B, S, S, zc] → image
     });
   }
 
