@@ -20,11 +20,11 @@
 //                               (Helm: trainer.podSecurityContext / trainer.securityContext)
 // Kubeconfig: in-cluster service account when running in a pod, else KUBECONFIG / ~/.kube/config.
 import os from "node:os";
-import { KubeConfig } from "@kubernetes/client-node";
 import { z } from "zod";
 import { envBool, envInt, parseEnv } from "../../common/src/env.ts";
 import { createLogger } from "../../common/src/logger.ts";
 import { startHttp } from "./controller/health.ts";
+import { PooledKubeConfig } from "./controller/kubeConfig.ts";
 import { Manager } from "./controller/manager.ts";
 import { AcceleratorProfiles } from "./reconcile/accelerator.ts";
 import { DEFAULT_WRITE_CONCURRENCY } from "./reconcile/reconciler.ts";
@@ -104,7 +104,7 @@ export function contextFromEnv(env: OperatorEnv): OperatorContext {
 export async function main(): Promise<void> {
   const env = parseEnv(OperatorEnv);
   const logger = createLogger({ component: "operator" }, { level: env.LOG_LEVEL });
-  const kc = new KubeConfig();
+  const kc = new PooledKubeConfig();
   kc.loadFromDefault();
   const identity = env.POD_NAME ?? `${os.hostname()}-${process.pid}`;
   const namespaces = (env.WATCH_NAMESPACES ?? "")
