@@ -7,7 +7,7 @@ import { createLogger } from "../../../common/src/logger.ts";
 import { makeTokenizerTraining, testContext } from "../testing/fixtures.ts";
 import { forEachLimit } from "./apply.ts";
 import type { Caches } from "./observe.ts";
-import { DEFAULT_WRITE_CONCURRENCY, Reconciler, runKeyOf } from "./reconciler.ts";
+import { DEFAULT_WRITE_CONCURRENCY, Reconciler, resourceVersionAtLeast, runKeyOf } from "./reconciler.ts";
 import { StatusReader } from "./statusReader.ts";
 
 const logger = createLogger({ component: "test" }, { level: "silent" });
@@ -28,20 +28,23 @@ function inFlightCounter() {
   return { c, wrap };
 }
 
+/** The S3 Secret the fixture runs reference. */
+const readNamespacedSecret = async () => ({
+  data: {
+    AWS_ACCESS_KEY_ID: Buffer.from("id").toString("base64"),
+    AWS_SECRET_ACCESS_KEY: Buffer.from("key").toString("base64"),
+  },
+});
+
 function fakeCache<T>(items: T[] = []) {
-  return { get: () => undefined, list: () => items, byIndex: () => items };
+  return { get: (): unknown => undefined, list: () => items, byIndex: () => items };
 }
 
 /** A Reconciler over fake clients serving one raw run; pod writes go through `counter`. */
 function harness(raw: Record<string, unknown>, writeConcurrency: number | undefined, ownedPods: V1Pod[] = []) {
   const counter = inFlightCounter();
   const core = {
-    readNamespacedSecret: async () => ({
-      data: {
-        AWS_ACCESS_KEY_ID: Buffer.from("id").toString("base64"),
-        AWS_SECRET_ACCESS_KEY: Buffer.from("key").toString("base64"),
-      },
-    }),
+    readNamespacedSecret,
     createNamespacedService: async () => ({}),
     createNamespacedPod: () => counter.wrap({}),
     deleteNamespacedPod: () => counter.wrap({}),
@@ -52,12 +55,24 @@ function harness(raw: Record<string, unknown>, writeConcurrency: number | undefi
     getNamespacedCustomObject: async () => structuredClone(raw),
     patchNamespacedCustomObjectStatus: async () => ({}),
   } as unknown as CustomObjectsApi;
+  const reconciler = newReconciler(core, custom, fakeCache(), ownedPods, writeConcurrency);
+  return { reconciler, counter: counter.c };
+}
+
+/** A Reconciler over fake clients; `runCache` is the TokenizerTraining informer cache. */
+function newReconciler(
+  core: CoreV1Api,
+  custom: CustomObjectsApi,
+  runCache: ReturnType<typeof fakeCache>,
+  ownedPods: V1Pod[] = [],
+  writeConcurrency?: number,
+) {
   const caches = {
-    runs: { TokenizerTraining: fakeCache(), ARTraining: fakeCache(), SamplingJob: fakeCache() },
+    runs: { TokenizerTraining: runCache, ARTraining: fakeCache(), SamplingJob: fakeCache() },
     pods: fakeCache(ownedPods),
     services: fakeCache(),
   } as unknown as Caches;
-  const reconciler = new Reconciler({
+  return new Reconciler({
     core,
     custom,
     caches,
@@ -67,7 +82,6 @@ function harness(raw: Record<string, unknown>, writeConcurrency: number | undefi
     now: () => Date.parse("2026-01-01T00:00:10Z"),
     writeConcurrency,
   });
-  return { reconciler, counter: counter.c };
 }
 
 const key = runKeyOf("TokenizerTraining", "ns", "t");
@@ -139,4 +153,52 @@ test("forEachLimit: never more than `limit` calls in flight, every item tried, f
     forEachLimit([1], 0, async () => {}),
     RangeError,
   );
+});
+
+test("resourceVersionAtLeast: decimal revisions compare as integers; anything else is not known", () => {
+  assert.equal(resourceVersionAtLeast("12", undefined), true);
+  assert.equal(resourceVersionAtLeast(undefined, undefined), true);
+  assert.equal(resourceVersionAtLeast("12", "12"), true);
+  assert.equal(resourceVersionAtLeast("100", "99"), true, "not a string comparison");
+  assert.equal(resourceVersionAtLeast("99", "100"), false);
+  assert.equal(resourceVersionAtLeast(undefined, "5"), false);
+  assert.equal(resourceVersionAtLeast("abc", "5"), false);
+  assert.equal(resourceVersionAtLeast("18446744073709551617", "18446744073709551616"), true, "beyond 2^53");
+});
+
+test("the run is planned from the informer cache, and read live while the cache is older than our last status write", async () => {
+  let cachedRun: Record<string, unknown> | undefined;
+  const live = { gets: 0 };
+  let writeRv = "20";
+  const core = {
+    readNamespacedSecret,
+    createNamespacedService: async () => ({}),
+    createNamespacedPod: async () => ({}),
+    createNamespacedEvent: async () => ({}),
+  } as unknown as CoreV1Api;
+  const custom = {
+    getNamespacedCustomObject: async () => {
+      live.gets++;
+      return structuredClone(cachedRun);
+    },
+    patchNamespacedCustomObjectStatus: async () => ({ metadata: { resourceVersion: writeRv } }),
+  } as unknown as CustomObjectsApi;
+  const runCache = { get: () => cachedRun, list: () => [], byIndex: () => [] };
+  const reconciler = newReconciler(core, custom, runCache);
+  // First reconcile of a new run: the cache has it, so no GET; the status write returns resourceVersion 20.
+  cachedRun = makeTokenizerTraining("t").set("metadata.resourceVersion", "19").raw_();
+  await reconciler.reconcile(key);
+  assert.equal(live.gets, 0, "planned from the cache");
+  // The cache still holds 19 < 20 (our own write not yet seen): read live.
+  await reconciler.reconcile(key);
+  assert.equal(live.gets, 1, "stale cache → live read");
+  // The cache has caught up: no GET again, and the remembered write is dropped.
+  writeRv = "21";
+  cachedRun = { ...cachedRun, metadata: { ...(cachedRun.metadata as object), resourceVersion: "20" } };
+  await reconciler.reconcile(key);
+  assert.equal(live.gets, 1, "fresh cache → no live read");
+  // Not in the cache at all (e.g. deleted, or not listed yet): the live read decides.
+  cachedRun = undefined;
+  await reconciler.reconcile(key);
+  assert.equal(live.gets, 2);
 });

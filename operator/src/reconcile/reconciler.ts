@@ -1,5 +1,5 @@
-// One reconcile of one run: observe → plan (pure) → write status (only on diff, resourceVersion precondition)
-// → delete/create children → events. Keys are `<Kind>/<namespace>/<name>`.
+// One reconcile of one run: read it (informer cache) → observe → plan (pure) → write status (only on diff,
+// resourceVersion precondition) → delete/create children → events. Keys are `<Kind>/<namespace>/<name>`.
 import type { CoreV1Api, CustomObjectsApi, V1Pod } from "@kubernetes/client-node";
 import type { Logger } from "../../../common/src/logger.ts";
 import { isRunKind } from "../api/v1alpha1/index.ts";
@@ -56,9 +56,26 @@ export interface ReconcilerDeps {
   writeConcurrency?: number;
 }
 
+/**
+ * True when resourceVersion `rv` is known to be at least `min` (no `min`: always). Resource versions are opaque
+ * to clients; every apiserver backed by etcd serves decimal revisions, which compare as integers. Anything else
+ * compares as "not known", so the caller reads the object live.
+ */
+export function resourceVersionAtLeast(rv: string | undefined, min: string | undefined): boolean {
+  if (min === undefined) return true;
+  if (rv === undefined || !/^\d+$/.test(rv) || !/^\d+$/.test(min)) return false;
+  return BigInt(rv) >= BigInt(min);
+}
+
 export class Reconciler {
   private readonly c: Clients;
   private readonly writeConcurrency: number;
+  /**
+   * resourceVersion returned by this process's last status write, per run key, until the informer cache has
+   * caught up with it. A cached copy older than our own write is not planned from (it could undo a decision
+   * that a write with no diff would not catch by its precondition); the run is read live instead.
+   */
+  private readonly written = new Map<string, string>();
   constructor(private readonly d: ReconcilerDeps) {
     this.c = { core: d.core, custom: d.custom };
     const wc = d.writeConcurrency ?? DEFAULT_WRITE_CONCURRENCY;
@@ -75,8 +92,9 @@ export class Reconciler {
   async reconcile(key: string): Promise<ReconcileResult | undefined> {
     const { kind, namespace, name } = parseKey(key);
     const log = this.d.logger.child({ run: `${namespace}/${name}`, kind });
-    const raw = await getRun(this.c, kind, namespace, name);
+    const raw = await this.readRun(key, kind, namespace, name);
     if (!raw) {
+      this.written.delete(key);
       await this.cleanupOrphans(kind, namespace, name, log);
       return undefined;
     }
@@ -100,7 +118,7 @@ export class Reconciler {
       const b = new StatusBuilder(raw.status as RunStatus | undefined, now, meta.generation);
       b.s.phase = "Waiting";
       const changed = b.cond("Admitted", "False", REASON.InvalidSpec, parsed.message, true);
-      await this.writeStatus(ref, meta.resourceVersion, raw.status, b.s, log);
+      await this.writeStatus(key, ref, meta.resourceVersion, raw.status, b.s, log);
       if (changed)
         await this.emit(ref, [{ type: "Warning", reason: REASON.InvalidSpec, message: parsed.message }], log);
       return undefined;
@@ -146,7 +164,7 @@ export class Reconciler {
     }
 
     // 1. The decision (status) first: if this write loses a race, nothing else happens.
-    const wrote = await this.writeStatus(ref, meta.resourceVersion, raw.status, plan.status, log);
+    const wrote = await this.writeStatus(key, ref, meta.resourceVersion, raw.status, plan.status, log);
     if (wrote === "gone") return undefined;
     // 2. Children.
     const conc = this.writeConcurrency;
@@ -171,7 +189,27 @@ export class Reconciler {
     return plan.requeueAfterMs !== undefined ? { requeueAfterMs: plan.requeueAfterMs } : undefined;
   }
 
+  /**
+   * The run as the informer cache holds it (no API round trip), unless this process wrote its status more
+   * recently than the cached copy, or the cache does not hold it (yet): then a live GET. Undefined = gone.
+   */
+  private async readRun(
+    key: string,
+    kind: RunKind,
+    namespace: string,
+    name: string,
+  ): Promise<Record<string, unknown> | undefined> {
+    const cached = this.d.caches.runs[kind].get(`${namespace}/${name}`);
+    const rv = (cached?.metadata as { resourceVersion?: string } | undefined)?.resourceVersion;
+    if (cached && resourceVersionAtLeast(rv, this.written.get(key))) {
+      this.written.delete(key);
+      return cached;
+    }
+    return getRun(this.c, kind, namespace, name);
+  }
+
   private async writeStatus(
+    key: string,
     ref: { kind: RunKind; namespace: string; name: string },
     resourceVersion: string | undefined,
     before: unknown,
@@ -182,6 +220,8 @@ export class Reconciler {
     if (patch === undefined) return "unchanged";
     const res = await patchStatus(this.c, ref, resourceVersion, patch);
     if (!res) return "gone";
+    const rv = (res.metadata as { resourceVersion?: string } | undefined)?.resourceVersion;
+    if (rv) this.written.set(key, rv);
     log.debug({ phase: after.phase, attempt: after.attempt }, "status written");
     return "written";
   }
