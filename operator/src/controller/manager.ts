@@ -16,6 +16,7 @@ import {
 import type { Logger } from "../../../common/src/logger.ts";
 import { API_VERSION, CRDS, GROUP, isRunKind, VERSION } from "../api/v1alpha1/index.ts";
 import { ConflictError } from "../reconcile/apply.ts";
+import { leanPod, leanRun, leanService } from "../reconcile/cacheShape.ts";
 import { LABEL, MANAGED_SELECTOR } from "../reconcile/labels.ts";
 import { type Caches, UID_INDEX } from "../reconcile/observe.ts";
 import { Reconciler, runKeyOf } from "../reconcile/reconciler.ts";
@@ -139,6 +140,7 @@ export class Manager {
       for (const { kind, plural } of CRDS) {
         const inf = new Informer<RawObj>({
           ...common,
+          transform: leanRun,
           name: `${plural}${ns ? `@${ns}` : ""}`,
           path: ns ? `/apis/${API_VERSION}/namespaces/${ns}/${plural}` : `/apis/${API_VERSION}/${plural}`,
           list: async (opts) =>
@@ -165,6 +167,7 @@ export class Manager {
       }
       const pods = new Informer<V1Pod>({
         ...common,
+        transform: leanPod,
         name: `pods${ns ? `@${ns}` : ""}`,
         path: ns ? `/api/v1/namespaces/${ns}/pods` : "/api/v1/pods",
         labelSelector: MANAGED_SELECTOR,
@@ -187,6 +190,7 @@ export class Manager {
       this.podInformers.push(pods);
       const svcs = new Informer<V1Service>({
         ...common,
+        transform: leanService,
         name: `services${ns ? `@${ns}` : ""}`,
         path: ns ? `/api/v1/namespaces/${ns}/services` : "/api/v1/services",
         labelSelector: MANAGED_SELECTOR,
