@@ -283,16 +283,18 @@ export interface OperatorProcess {
 /**
  * Start the operator's real entrypoint as a child process: `operator/src/main.ts` through tsx (tests), or with
  * `entry: "dist"` the compiled `dist/operator/src/main.js` that the image runs (`tsc -p tsconfig.build.json`).
+ * `nodeArgs` go before the entry (the image's V8 flags, profiling).
  */
 export function startOperator(
   env: Record<string, string>,
   repoRoot = REPO_ROOT,
-  opts: { entry?: "source" | "dist" } = {},
+  opts: { entry?: "source" | "dist"; nodeArgs?: string[] } = {},
 ): OperatorProcess {
-  const args =
-    opts.entry === "dist"
-      ? [path.join(repoRoot, "dist/operator/src/main.js")]
-      : ["--import", "tsx", path.join(repoRoot, "operator/src/main.ts")];
+  const entry = {
+    dist: [path.join(repoRoot, "dist/operator/src/main.js")],
+    source: ["--import", "tsx", path.join(repoRoot, "operator/src/main.ts")],
+  }[opts.entry ?? "source"];
+  const args = [...(opts.nodeArgs ?? []), ...entry];
   const child = spawn(process.execPath, args, {
     cwd: repoRoot,
     env: {
