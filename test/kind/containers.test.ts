@@ -127,13 +127,17 @@ describe("kind: containers on a real kubelet", () => {
       `const fs = require("fs"); let ro = false;
        try { fs.writeFileSync("/probe", "x"); } catch (e) { ro = e.code === "EROFS"; }
        fs.writeFileSync("/tmp/probe", "x");
-       console.log(JSON.stringify({ uid: process.getuid(), node: process.version, pid1: fs.readFileSync("/proc/1/comm", "utf8").trim(), ro }));`,
+       const op = fs.readdirSync("/proc").filter((d) => /^[0-9]+$/.test(d))
+         .map((d) => { try { return fs.readFileSync("/proc/" + d + "/cmdline", "utf8").split("\\0"); } catch { return []; } })
+         .find((a) => a.includes("/app/dist/operator/src/main.js"));
+       console.log(JSON.stringify({ uid: process.getuid(), node: process.version, pid1: fs.readFileSync("/proc/1/comm", "utf8").trim(), ro, op }));`,
     ]);
-    const p = JSON.parse(probe) as { uid: number; node: string; pid1: string; ro: boolean };
+    const p = JSON.parse(probe) as { uid: number; node: string; pid1: string; ro: boolean; op?: string[] };
     assert.equal(p.uid, 65532);
     assert.match(p.node, /^v24\./);
     assert.equal(p.pid1, "tini");
     assert.equal(p.ro, true, "the root filesystem must be read-only (only /tmp is writable)");
+    assert.ok(p.op?.includes("--max-semi-space-size=2"), `operator process argv: ${JSON.stringify(p.op)}`);
   });
 
   it("survives the operator pod deleted, a trainer pod deleted (SIGTERM checkpoint) and a container SIGKILLed", async () => {
