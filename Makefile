@@ -34,7 +34,7 @@ setup: node-deps toolchain ## Install everything the tests and demo need (idempo
 	hack/setup-extras.sh
 
 node-deps: ## npm ci when node_modules is missing or older than the lockfile
-	@if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then npm ci --no-audit --no-fund; fi
+	@if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then npm ci --no-audit --no-fund >&2; fi
 
 toolchain: ## Build pinned kube-apiserver/controller-manager/scheduler/kubectl, etcd, helm, MinIO into ~/.cache/mergevq
 	hack/toolchain.sh all >/dev/null
