@@ -4,18 +4,13 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import type { V1Pod } from "@kubernetes/client-node";
 import type { TokenizerTraining } from "../api/v1alpha1/index.ts";
-import { makeTokenizerTraining, testContext, withPhase } from "../testing/fixtures.ts";
-import { resolveAccelerator } from "./accelerator.ts";
+import { cpuAccelerator, makeTokenizerTraining, testContext, withPhase } from "../testing/fixtures.ts";
 import { leanPod, leanRun, leanService } from "./cacheShape.ts";
 import { planTraining } from "./training.ts";
 
 const ctx = testContext();
 const T0 = Date.parse("2026-01-01T00:00:00Z");
-const acc = (() => {
-  const r = resolveAccelerator({ vendor: "cpu" }, {}, 2);
-  assert.ok(r.ok);
-  return r.value;
-})();
+const acc = cpuAccelerator();
 const plan = (run: TokenizerTraining, pods: V1Pod[], s: number) =>
   planTraining({ now: T0 + s * 1000, run, pods, serviceExists: true, acc }, ctx);
 

@@ -13,6 +13,7 @@ import {
   type TokenizerTraining,
   tokenizerTrainingCrd,
 } from "../api/v1alpha1/index.ts";
+import { resolveAccelerator } from "../reconcile/accelerator.ts";
 import { type OperatorContext, parseRun, type RunKind } from "../reconcile/run.ts";
 
 export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../..");
@@ -160,6 +161,13 @@ export function makeSamplingJob(name: string, model = "ar", shards = 2) {
       s3: { secretRef: { name: "s3-creds" } },
     },
   });
+}
+
+/** The resolved CPU accelerator profile of a 2-node run (what planTraining receives from observe). */
+export function cpuAccelerator() {
+  const r = resolveAccelerator({ vendor: "cpu" }, {}, 2);
+  if (!r.ok) throw new Error(`cpu accelerator profile: ${r.message}`);
+  return r.value;
 }
 
 /** Pod status helpers (what the kubelet would write). */
