@@ -115,11 +115,17 @@ const SUMMARY = "mergevq_operator_reconcile_duration_quantiles_seconds";
 export type OperatorEntry = "dist" | "source";
 
 /**
- * The node flags of the operator image's entrypoint (images/operator.Dockerfile): a 2 MiB young generation
- * instead of V8's default (16 MiB semi-spaces) keeps an idle operator about 30 MiB smaller, at the cost of more
- * frequent, shorter scavenges (reconcile latency unchanged within noise in operator.bench.ts).
+ * The node flags of the operator image's entrypoint, read from images/operator.Dockerfile (the flags between
+ * node and the script in ENTRYPOINT), so the bench measures exactly what the image runs.
  */
-export const IMAGE_NODE_ARGS = ["--max-semi-space-size=2"];
+export function imageNodeArgs(dockerfile = "images/operator.Dockerfile"): string[] {
+  const m = /^ENTRYPOINT (\[.*\])\s*$/m.exec(readFileSync(dockerfile, "utf8"));
+  if (!m) throw new Error(`${dockerfile}: no ENTRYPOINT [...] line`);
+  const argv = JSON.parse(m[1] as string) as string[];
+  const node = argv.findIndex((a) => a.endsWith("/node"));
+  if (node < 0) throw new Error(`${dockerfile}: ENTRYPOINT does not run node`);
+  return argv.slice(node + 1, -1);
+}
 
 /**
  * Builds the entry the bench measures: BENCH_OPERATOR_ENTRY = dist (default: the tsc output the image runs,
@@ -131,11 +137,8 @@ export function prepareEntry(): { entry: OperatorEntry; nodeArgs: string[]; desc
   }
   const tsc = spawnSync("npx", ["tsc", "-p", "tsconfig.build.json"], { stdio: "inherit" });
   if (tsc.status !== 0) throw new Error("tsc -p tsconfig.build.json failed");
-  return {
-    entry: "dist",
-    nodeArgs: IMAGE_NODE_ARGS,
-    describe: `dist/operator/src/main.js (node ${IMAGE_NODE_ARGS.join(" ")})`,
-  };
+  const nodeArgs = imageNodeArgs();
+  return { entry: "dist", nodeArgs, describe: `dist/operator/src/main.js (node ${nodeArgs.join(" ")})` };
 }
 
 export function mergevqSide(opts: { entry: OperatorEntry; nodeArgs?: string[]; concurrency: number }): OperatorSide {

@@ -73,7 +73,9 @@ export class Reconciler {
   /**
    * resourceVersion returned by this process's last status write, per run key, until the informer cache has
    * caught up with it. A cached copy older than our own write is not planned from (it could undo a decision
-   * that a write with no diff would not catch by its precondition); the run is read live instead.
+   * that a write with no diff would not catch by its precondition); the run is read live instead. Only the
+   * operator writes status, and a new leader lists its caches after it acquires the Lease (manager.ts), so they
+   * are never older than the previous leader's writes.
    */
   private readonly written = new Map<string, string>();
   constructor(private readonly d: ReconcilerDeps) {
