@@ -112,8 +112,16 @@ NODE_BIN="$(readlink -f "$(command -v node)")"
 NODEDIR="${NODEDIR:-$(dirname "$(dirname "$NODE_BIN")")}"
 [ -f "$NODEDIR/include/node/node_api.h" ] && [ -f "$NODEDIR/include/node/common.gypi" ] \
   || die "node headers not found under $NODEDIR/include/node (set NODEDIR=<prefix of the node install>); node-gyp cannot download them here"
-NODE_GYP="${NODE_GYP:-$(npm root -g)/npm/node_modules/node-gyp/bin/node-gyp.js}"
-[ -f "$NODE_GYP" ] || die "node-gyp not found at $NODE_GYP (set NODE_GYP=path/to/node-gyp.js)"
+# node-gyp ships inside npm. The Node 24 of hack/node.sh carries no npm, so `npm root -g` (derived from the node
+# first on PATH) can point at a prefix without one: also look beside the npm that is actually on PATH.
+if [ -z "${NODE_GYP:-}" ]; then
+  npm_cli="$(readlink -f "$(command -v npm)")" # …/node_modules/npm/bin/npm-cli.js
+  for cand in "$(npm root -g)/npm/node_modules/node-gyp/bin/node-gyp.js" \
+    "$(dirname "$(dirname "$npm_cli")")/node_modules/node-gyp/bin/node-gyp.js"; do
+    [ -f "$cand" ] && { NODE_GYP="$cand"; break; }
+  done
+fi
+[ -f "${NODE_GYP:-}" ] || die "node-gyp not found beside npm ($(npm root -g)/npm, ${npm_cli:-npm on PATH}; set NODE_GYP=path/to/node-gyp.js)"
 
 STAGE="$(mktemp -d "$BASE/.stage-$TFJS_NODE_VERSION$SUFFIX.XXXXXX")"
 trap 'rm -rf "$STAGE"' EXIT
