@@ -9,7 +9,7 @@
 // - a periodic resync re-delivers every cached object to the handlers (level-triggered reconcile).
 // Handlers receive objects only to derive keys; reconcile re-reads the cache.
 import type { KubeConfig, KubernetesListObject, KubernetesObject } from "@kubernetes/client-node";
-import { Watch } from "@kubernetes/client-node";
+import { Watch } from "@kubernetes/client-node/dist/watch.js";
 import type { Logger } from "../../../common/src/logger.ts";
 
 export type InformerEvent = "add" | "update" | "delete" | "resync";

@@ -5,11 +5,13 @@
 // - the leader renews every retryPeriod; if it cannot renew within renewDeadline it stops leading
 //   (callers must stop reconciling at once: the process exits in main.ts);
 // - release() on graceful shutdown empties the holder so a standby takes over without waiting.
-import { type CoordinationV1Api, type V1Lease, V1MicroTime } from "@kubernetes/client-node";
+import type { V1Lease } from "@kubernetes/client-node";
+import { V1MicroTime } from "@kubernetes/client-node/dist/types.js";
 import type { Logger } from "../../../common/src/logger.ts";
+import type { LeaseApi } from "./kubeClient.ts";
 
 export interface LeaderElectionOptions {
-  api: CoordinationV1Api;
+  api: LeaseApi;
   namespace: string;
   name: string;
   identity: string;

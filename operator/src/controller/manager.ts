@@ -3,16 +3,7 @@
 // controller owner; a TokenizerTraining / ARTraining change enqueues the runs that reference it (pipeline).
 // Only the leader starts the queue workers; caches are started after leadership is acquired so a standby
 // replica holds no watches. Losing leadership stops everything (main.ts exits the process).
-import {
-  CoordinationV1Api,
-  CoreV1Api,
-  CustomObjectsApi,
-  type KubeConfig,
-  type KubernetesListObject,
-  type KubernetesObject,
-  type V1Pod,
-  type V1Service,
-} from "@kubernetes/client-node";
+import type { KubeConfig, KubernetesListObject, KubernetesObject, V1Pod, V1Service } from "@kubernetes/client-node";
 import type { Logger } from "../../../common/src/logger.ts";
 import { API_VERSION, CRDS, GROUP, isRunKind, VERSION } from "../api/v1alpha1/index.ts";
 import { ConflictError } from "../reconcile/apply.ts";
@@ -23,6 +14,7 @@ import { Reconciler, runKeyOf } from "../reconcile/reconciler.ts";
 import type { OperatorContext, RunKind } from "../reconcile/run.ts";
 import { StatusReader } from "../reconcile/statusReader.ts";
 import { Informer, type InformerEvent } from "./informer.ts";
+import { type CoreApi, type CustomApi, KubeClient } from "./kubeClient.ts";
 import { LeaderElector } from "./leaderElection.ts";
 import { createMetrics, type OperatorMetrics } from "./metrics.ts";
 import { WorkQueue } from "./workqueue.ts";
@@ -70,6 +62,7 @@ export class Manager {
   private synced = false;
   private stopping = false;
   private readonly reconciler: Reconciler;
+  private readonly client: KubeClient;
   private readonly log: Logger;
 
   constructor(private readonly o: ManagerOptions) {
@@ -97,8 +90,8 @@ export class Manager {
         phaseCollector: () => this.phaseCounts(),
         queueDepth: () => this.queue.depth,
       });
-    const core = o.kc.makeApiClient(CoreV1Api);
-    const custom = o.kc.makeApiClient(CustomObjectsApi);
+    this.client = new KubeClient(o.kc);
+    const { core, custom } = this.client;
     const caches = this.buildInformers(core, custom);
     this.reconciler = new Reconciler({
       core,
@@ -124,7 +117,7 @@ export class Manager {
     return this.o.namespaces.length ? this.o.namespaces : [undefined];
   }
 
-  private buildInformers(core: CoreV1Api, custom: CustomObjectsApi): Caches {
+  private buildInformers(core: CoreApi, custom: CustomApi): Caches {
     const common = {
       kc: this.o.kc,
       logger: this.log,
@@ -279,7 +272,7 @@ export class Manager {
       return;
     }
     this.elector = new LeaderElector({
-      api: this.o.kc.makeApiClient(CoordinationV1Api),
+      api: this.client.leases,
       namespace: this.o.leaseNamespace,
       name: this.o.leaseName ?? "mergevq-operator",
       identity: this.o.identity,
@@ -325,6 +318,7 @@ export class Manager {
     await this.queue.shutdown();
     await Promise.all([...this.informers, ...this.podInformers, ...this.svcInformers].map((i) => i.stop()));
     await this.elector?.stop();
+    this.client.close();
     this.leading = false;
     this.metrics.isLeader.set(0);
   }

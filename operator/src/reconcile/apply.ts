@@ -1,18 +1,12 @@
 // The only step with I/O against the API server: create/delete children, write /status, delete a run, emit
 // events. Error contract (operator-design §12.6, style §2.6): branch on ApiException.code — 404 on delete means
 // done, 409 on create means already there (deterministic names), 409 on a status write is a quiet requeue
-// (ConflictError), 422 is terminal (TerminalError). Custom-resource patches always carry an explicit
-// Content-Type (client-node defaults to json-patch, which rejects a merge object).
+// (ConflictError), 422 is terminal (TerminalError). The status write is a JSON merge patch
+// (controller/kubeClient.ts sends it as application/merge-patch+json).
 import { randomBytes } from "node:crypto";
-import {
-  type CoreV1Api,
-  type CustomObjectsApi,
-  PatchStrategy,
-  setHeaderOptions,
-  type V1Pod,
-  type V1Service,
-} from "@kubernetes/client-node";
+import type { V1Pod, V1Service } from "@kubernetes/client-node";
 import { API_VERSION, GROUP, KINDS, VERSION } from "../api/v1alpha1/index.ts";
+import type { CoreApi, CustomApi } from "../controller/kubeClient.ts";
 import { TerminalError } from "../controller/workqueue.ts";
 import { FIELD_MANAGER } from "./labels.ts";
 import type { RunEvent } from "./plan.ts";
@@ -35,8 +29,8 @@ export function apiCode(err: unknown): number | undefined {
 }
 
 export interface Clients {
-  core: CoreV1Api;
-  custom: CustomObjectsApi;
+  core: CoreApi;
+  custom: CustomApi;
 }
 
 export interface RunRefForApply {
@@ -124,18 +118,15 @@ export async function patchStatus(
   const body: Record<string, unknown> = { status: statusPatch };
   if (resourceVersion) body.metadata = { resourceVersion };
   try {
-    return (await c.custom.patchNamespacedCustomObjectStatus(
-      {
-        group: GROUP,
-        version: VERSION,
-        namespace: ref.namespace,
-        plural: KINDS[ref.kind].plural,
-        name: ref.name,
-        body,
-        fieldManager: FIELD_MANAGER,
-      },
-      setHeaderOptions("Content-Type", PatchStrategy.MergePatch),
-    )) as Record<string, unknown>;
+    return await c.custom.patchNamespacedCustomObjectStatus({
+      group: GROUP,
+      version: VERSION,
+      namespace: ref.namespace,
+      plural: KINDS[ref.kind].plural,
+      name: ref.name,
+      body,
+      fieldManager: FIELD_MANAGER,
+    });
   } catch (err) {
     const code = apiCode(err);
     if (code === 404) return undefined;

@@ -2,9 +2,10 @@
 // lag our own last status write, and acting on it could e.g. recreate pods of a finished attempt); children
 // come from the informer caches by owner-UID label (a recreated run with the same name never adopts old
 // pods). Reconcile-time validation (Secret, profile, references) yields a Blocker rather than an error.
-import type { CoreV1Api, V1Pod, V1Secret, V1Service } from "@kubernetes/client-node";
+import type { V1Pod, V1Secret, V1Service } from "@kubernetes/client-node";
 import { FinalReport, METRICS_FILE, PROGRESS_FILE, Progress } from "../../../common/src/contract.ts";
 import type { Informer } from "../controller/informer.ts";
+import type { CoreApi } from "../controller/kubeClient.ts";
 import { type ResolvedAccelerator, resolveAccelerator } from "./accelerator.ts";
 import { apiCode } from "./apply.ts";
 import { isSucceeded, isTerminal } from "./failurePolicy.ts";
@@ -59,7 +60,7 @@ export function cacheLookup(caches: Caches): RefLookup {
   };
 }
 
-async function readSecret(core: CoreV1Api, namespace: string, name: string): Promise<V1Secret | undefined> {
+async function readSecret(core: CoreApi, namespace: string, name: string): Promise<V1Secret | undefined> {
   try {
     return await core.readNamespacedSecret({ namespace, name });
   } catch (err) {
@@ -76,7 +77,7 @@ function secretValue(s: V1Secret, key: string): string | undefined {
 
 /** Validate the S3 Secret and build credentials for the status reader. */
 export async function s3Credentials(
-  core: CoreV1Api,
+  core: CoreApi,
   run: Run,
   ctx: OperatorContext,
 ): Promise<{ creds?: S3Credentials; blocker?: Blocker }> {
@@ -119,7 +120,7 @@ export async function s3Credentials(
 
 /** Everything the pure planners need, except the trainer documents (see readDocuments). */
 export async function observe(
-  core: CoreV1Api,
+  core: CoreApi,
   caches: Caches,
   ctx: OperatorContext,
   run: Run,

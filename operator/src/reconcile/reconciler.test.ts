@@ -2,8 +2,9 @@
 // flight. The API clients are fakes that count in-flight calls; no cluster is involved.
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import type { CoreV1Api, CustomObjectsApi, V1Pod } from "@kubernetes/client-node";
+import type { V1Pod } from "@kubernetes/client-node";
 import { createLogger } from "../../../common/src/logger.ts";
+import type { CoreApi, CustomApi } from "../controller/kubeClient.ts";
 import { makeTokenizerTraining, testContext } from "../testing/fixtures.ts";
 import { forEachLimit } from "./apply.ts";
 import type { Caches } from "./observe.ts";
@@ -50,19 +51,19 @@ function harness(raw: Record<string, unknown>, writeConcurrency: number | undefi
     deleteNamespacedPod: () => counter.wrap({}),
     deleteNamespacedService: async () => ({}),
     createNamespacedEvent: async () => ({}),
-  } as unknown as CoreV1Api;
+  } as unknown as CoreApi;
   const custom = {
     getNamespacedCustomObject: async () => structuredClone(raw),
     patchNamespacedCustomObjectStatus: async () => ({}),
-  } as unknown as CustomObjectsApi;
+  } as unknown as CustomApi;
   const reconciler = newReconciler(core, custom, fakeCache(), ownedPods, writeConcurrency);
   return { reconciler, counter: counter.c };
 }
 
 /** A Reconciler over fake clients; `runCache` is the TokenizerTraining informer cache. */
 function newReconciler(
-  core: CoreV1Api,
-  custom: CustomObjectsApi,
+  core: CoreApi,
+  custom: CustomApi,
   runCache: ReturnType<typeof fakeCache>,
   ownedPods: V1Pod[] = [],
   writeConcurrency?: number,
@@ -175,14 +176,14 @@ test("the run is planned from the informer cache, and read live while the cache 
     createNamespacedService: async () => ({}),
     createNamespacedPod: async () => ({}),
     createNamespacedEvent: async () => ({}),
-  } as unknown as CoreV1Api;
+  } as unknown as CoreApi;
   const custom = {
     getNamespacedCustomObject: async () => {
       live.gets++;
       return structuredClone(cachedRun);
     },
     patchNamespacedCustomObjectStatus: async () => ({ metadata: { resourceVersion: writeRv } }),
-  } as unknown as CustomObjectsApi;
+  } as unknown as CustomApi;
   const runCache = { get: () => cachedRun, list: () => [], byIndex: () => [] };
   const reconciler = newReconciler(core, custom, runCache);
   // First reconcile of a new run: the cache has it, so no GET; the status write returns resourceVersion 20.

@@ -1,8 +1,9 @@
 // One reconcile of one run: read it (informer cache) → observe → plan (pure) → write status (only on diff,
 // resourceVersion precondition) → delete/create children → events. Keys are `<Kind>/<namespace>/<name>`.
-import type { CoreV1Api, CustomObjectsApi, V1Pod } from "@kubernetes/client-node";
+import type { V1Pod } from "@kubernetes/client-node";
 import type { Logger } from "../../../common/src/logger.ts";
 import { isRunKind } from "../api/v1alpha1/index.ts";
+import type { CoreApi, CustomApi } from "../controller/kubeClient.ts";
 import { type ReconcileResult, TerminalError } from "../controller/workqueue.ts";
 import {
   type Clients,
@@ -42,8 +43,8 @@ export function parseKey(key: string): { kind: RunKind; namespace: string; name:
 }
 
 export interface ReconcilerDeps {
-  core: CoreV1Api;
-  custom: CustomObjectsApi;
+  core: CoreApi;
+  custom: CustomApi;
   caches: Caches;
   ctx: OperatorContext;
   reader: StatusReader;

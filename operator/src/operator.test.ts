@@ -6,7 +6,7 @@ import { EnvError, parseEnv } from "../../common/src/env.ts";
 import { createLogger } from "../../common/src/logger.ts";
 import { Manager } from "./controller/manager.ts";
 import { createMetrics } from "./controller/metrics.ts";
-import { OperatorEnv } from "./main.ts";
+import { OperatorEnv } from "./operator.ts";
 import { DEFAULT_WRITE_CONCURRENCY } from "./reconcile/reconciler.ts";
 import { testContext } from "./testing/fixtures.ts";
 
