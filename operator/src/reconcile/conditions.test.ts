@@ -60,4 +60,15 @@ test("mergePatchDiff: only changes, explicit nulls for removals, arrays replaced
   assert.deepEqual(mergePatchDiff({ a: 1, b: { c: 2, d: 3 } }, { a: 1, b: { c: 5 } }), { b: { c: 5, d: null } });
   assert.deepEqual(mergePatchDiff({ l: [1, 2] }, { l: [1, 2, 3] }), { l: [1, 2, 3] });
   assert.deepEqual(mergePatchDiff({}, { phase: "Running" }), { phase: "Running" });
+  // The apiserver returns objects with its own key order: conditions equal but for key order are no change.
+  const served = [{ type: "Admitted", status: "True", observedGeneration: 1, reason: "Admitted", message: "ok" }];
+  const planned = [{ type: "Admitted", status: "True", reason: "Admitted", message: "ok", observedGeneration: 1 }];
+  assert.equal(mergePatchDiff({ conditions: served }, { conditions: planned }), undefined);
+  assert.deepEqual(mergePatchDiff({ conditions: served }, { conditions: [{ ...planned[0], status: "False" }] }), {
+    conditions: [{ ...planned[0], status: "False" }],
+  });
+  assert.deepEqual(mergePatchDiff({ l: [{ a: 1 }, { b: 2 }] }, { l: [{ b: 2 }, { a: 1 }] }), {
+    l: [{ b: 2 }, { a: 1 }],
+  });
+  assert.equal(mergePatchDiff({ l: [{ a: 1, x: undefined }] }, { l: [{ a: 1 }] }), undefined);
 });

@@ -133,7 +133,11 @@ export function applyFinalReport(s: RunStatus, r: FinalReport): void {
 
 type Json = null | boolean | number | string | Json[] | { [k: string]: Json };
 
-/** RFC 7386 merge patch turning `from` into `to` (undefined when equal). Arrays are replaced whole. */
+/**
+ * RFC 7386 merge patch turning `from` into `to` (undefined when equal). Arrays are replaced whole. Equality is
+ * JSON equality: the order of an object's keys does not count (the apiserver hands objects back with its own key
+ * order, so a key-order-sensitive comparison sent a no-op status patch on every reconcile).
+ */
 export function mergePatchDiff(from: unknown, to: unknown): Json | undefined {
   if (isObj(from) && isObj(to)) {
     const out: Record<string, Json> = {};
@@ -149,8 +153,23 @@ export function mergePatchDiff(from: unknown, to: unknown): Json | undefined {
     }
     return Object.keys(out).length ? out : undefined;
   }
-  if (JSON.stringify(from) === JSON.stringify(to)) return undefined;
+  if (jsonEqual(from, to)) return undefined;
   return JSON.parse(JSON.stringify(to ?? null)) as Json;
+}
+
+/** Equal as JSON documents: object keys in any order, undefined members absent, arrays element by element. */
+export function jsonEqual(a: unknown, b: unknown): boolean {
+  if (a === b) return true;
+  if (Array.isArray(a) || Array.isArray(b)) {
+    if (!Array.isArray(a) || !Array.isArray(b) || a.length !== b.length) return false;
+    return a.every((x, i) => jsonEqual(x, b[i]));
+  }
+  if (isObj(a) && isObj(b)) {
+    const ka = Object.keys(a).filter((k) => a[k] !== undefined);
+    const kb = Object.keys(b).filter((k) => b[k] !== undefined);
+    return ka.length === kb.length && ka.every((k) => b[k] !== undefined && jsonEqual(a[k], b[k]));
+  }
+  return JSON.stringify(a) === JSON.stringify(b);
 }
 
 function isObj(v: unknown): v is Record<string, unknown> {
