@@ -6,6 +6,8 @@
 //   rss_per_run              (rss_N - rss_idle) / N in KiB
 //   reconcile_p50 / p99      reconcile latency (ms) from the operator's own quantile summary
 //   reconcile_count          reconciles measured
+//   api_requests_per_run     apiserver requests the operator made per run (lists and watches included), from its
+//                            mergevq_operator_api_requests_total; the breakdown by verb and resource goes to stderr
 // Pods target a node label that no node has, so they stay Pending: this measures the operator, not the
 // node agent. The operator runs as the image runs it: dist/operator/src/main.js with the image's node flags
 // (built here with tsc -p tsconfig.build.json; RSS read from /proc/<pid>/status). BENCH_OPERATOR_ENTRY=source
@@ -57,6 +59,7 @@ async function main(): Promise<void> {
     log(`16 ranks: all pods after ${ms.toFixed(0)} ms`);
 
     // 2. N runs: throughput and RSS.
+    const requestsBefore = (await op.apiRequests?.()) ?? new Map<string, number>();
     const t1 = performance.now();
     const names = Array.from({ length: N }, (_, i) => `b${i}`);
     for (let i = 0; i < names.length; i += 20) {
@@ -83,6 +86,22 @@ async function main(): Promise<void> {
     emit("reconcile_p50", p50 * 1000, "ms", `${N} runs, concurrency 8`);
     emit("reconcile_p99", p99 * 1000, "ms", `${N} runs, concurrency 8`);
     emit("reconcile_count", count, "count", `${N} runs`);
+    if (op.apiRequests) {
+      const after = await op.apiRequests();
+      const delta = [...after].map(([k, v]) => [k, v - (requestsBefore.get(k) ?? 0)] as const).filter(([, v]) => v > 0);
+      const total = delta.reduce((a, [, v]) => a + v, 0);
+      emit("api_requests_per_run", total / N, "count", `${N} one-node runs`);
+      log(`apiserver requests for ${N} runs: ${delta.map(([k, v]) => `${k} ${v}`).join(", ")}`);
+      for (const [verb, res] of [
+        ["PATCH", "tokenizertrainings/status"],
+        ["POST", "pods"],
+        ["POST", "services"],
+        ["POST", "events"],
+      ]) {
+        const l = await op.apiLatency?.(verb, res);
+        if (l) log(`${verb} ${res}: p50 ${(l.p50 * 1000).toFixed(1)} ms, p99 ${(l.p99 * 1000).toFixed(1)} ms`);
+      }
+    }
     log(
       `RSS idle ${idle.toFixed(1)} MiB, with ${N} runs ${rss.toFixed(1)} MiB; reconcile p50 ${(p50 * 1000).toFixed(1)} ms p99 ${(p99 * 1000).toFixed(1)} ms over ${count}`,
     );

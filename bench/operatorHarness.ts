@@ -48,12 +48,21 @@ export function histogramQuantile(buckets: readonly { le: number; count: number 
   return prevLe;
 }
 
-/** Buckets of one histogram series (`name_bucket{<labels>,le="…"} n`) from a Prometheus text page. */
+/**
+ * Buckets of one histogram series from a Prometheus text page: the `name_bucket` lines whose labels include every
+ * `k="v"` of `labels` (in any order: prom-client writes `le` first, Go's client last).
+ */
 export function histogramBuckets(text: string, name: string, labels: string): { le: number; count: number }[] {
+  const want = [...labels.matchAll(/(\w+)="([^"]*)"/g)].map((m) => [m[1], m[2]] as const);
   const out: { le: number; count: number }[] = [];
-  const re = new RegExp(`^${name}_bucket\\{${labels},le="([^"]+)"\\} ([0-9.e+-]+)$`, "gm");
-  for (const m of text.matchAll(re))
-    out.push({ le: m[1] === "+Inf" ? Number.POSITIVE_INFINITY : Number(m[1]), count: Number(m[2]) });
+  const re = new RegExp(`^${name}_bucket\\{([^}]*)\\} ([0-9.e+-]+)$`, "gm");
+  for (const m of text.matchAll(re)) {
+    const got = new Map([...m[1].matchAll(/(\w+)="([^"]*)"/g)].map((l) => [l[1], l[2]] as const));
+    if (!want.every(([k, v]) => got.get(k) === v)) continue;
+    const le = got.get("le");
+    if (le === undefined) continue;
+    out.push({ le: le === "+Inf" ? Number.POSITIVE_INFINITY : Number(le), count: Number(m[2]) });
+  }
   return out;
 }
 
@@ -73,6 +82,10 @@ export interface RunningOperator {
   pid: number;
   /** Reconcile latency quantiles (seconds) and count so far, from the operator's own metrics. */
   reconcile(): Promise<{ p50: number; p99: number; count: number; method: string }>;
+  /** Ours only: apiserver requests so far by "VERB resource code" (mergevq_operator_api_requests_total). */
+  apiRequests?(): Promise<Map<string, number>>;
+  /** Ours only: request latency p50/p99 (s) of one verb and resource, from mergevq_operator_api_request_duration_seconds. */
+  apiLatency?(verb: string, resource: string): Promise<{ p50: number; p99: number }>;
   stop(): Promise<void>;
 }
 
@@ -180,6 +193,24 @@ export function mergevqSide(opts: { entry: OperatorEntry; nodeArgs?: string[]; c
             count: metricValue(text, new RegExp(`${SUMMARY}_count ([0-9.e+-]+)`)),
             method: "summary quantiles",
           };
+        },
+        async apiLatency(verb, resource) {
+          const b = histogramBuckets(
+            await scrape(port),
+            "mergevq_operator_api_request_duration_seconds",
+            `verb="${verb}",resource="${resource}"`,
+          );
+          return { p50: histogramQuantile(b, 0.5), p99: histogramQuantile(b, 0.99) };
+        },
+        async apiRequests() {
+          const out = new Map<string, number>();
+          const re =
+            /^mergevq_operator_api_requests_total\{verb="([^"]+)",resource="([^"]*)",code="([^"]*)"\} ([0-9.e+-]+)$/gm;
+          for (const m of (await scrape(port)).matchAll(re)) {
+            const k = `${m[1]} ${m[2]} ${m[3]}`;
+            out.set(k, (out.get(k) ?? 0) + Number(m[4]));
+          }
+          return out;
         },
         async stop() {
           await op.stop();

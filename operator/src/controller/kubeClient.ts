@@ -72,13 +72,28 @@ function statusMessage(body: unknown, text: string): string {
   return text.slice(0, 500);
 }
 
+/** One finished request, for metrics: verb, resource (e.g. "pods", "tokenizertrainings/status"), code (0: none). */
+export type RequestObserver = (verb: string, resource: string, code: number, seconds: number) => void;
+
 export interface KubeClientOptions {
   requestTimeoutMs?: number;
+  onRequest?: RequestObserver;
+}
+
+/** The resource a request path names: its collection after the namespace (or group/version), plus a subresource. */
+export function resourceOf(path: string): string {
+  const p = path.split("?")[0].split("/").filter(Boolean);
+  // /api/v1/... or /apis/<group>/<version>/...
+  let i = p[0] === "api" ? 2 : 3;
+  if (p[i] === "namespaces" && p.length > i + 2) i += 2;
+  const sub = p[i + 2];
+  return sub ? `${p[i]}/${sub}` : (p[i] ?? "");
 }
 
 export class KubeClient {
   private pooled: { key: string; agent: http.Agent } | undefined;
   private readonly timeoutMs: number;
+  private readonly onRequest: RequestObserver | undefined;
   /** Connections the pooled agents opened (for tests and debugging). */
   connectionsOpened = 0;
   readonly core: CoreApi;
@@ -90,6 +105,7 @@ export class KubeClient {
     opts: KubeClientOptions = {},
   ) {
     this.timeoutMs = opts.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS;
+    this.onRequest = opts.onRequest;
     this.core = coreApi(this);
     this.custom = customApi(this);
     this.leases = leaseApi(this);
@@ -116,11 +132,23 @@ export class KubeClient {
     await this.kc.applyToHTTPSOptions(opts);
     opts.agent = this.pool(opts.agent);
     const send = url.protocol === "http:" ? http.request : https.request;
+    const started = performance.now();
+    let code = 0;
+    let observed = false;
+    const observe = () => {
+      if (observed) return;
+      observed = true;
+      this.onRequest?.(method, resourceOf(path), code, (performance.now() - started) / 1000);
+    };
     return new Promise<T>((resolve, reject) => {
       const req = send(url, opts, (res) => {
+        code = res.statusCode ?? 0;
         const chunks: Buffer[] = [];
         res.on("data", (c: Buffer) => chunks.push(c));
-        res.on("error", reject);
+        res.on("error", (err) => {
+          observe();
+          reject(err);
+        });
         res.on("end", () => {
           const text = Buffer.concat(chunks).toString("utf8");
           let body: unknown = text;
@@ -129,7 +157,7 @@ export class KubeClient {
           } catch {
             // not JSON: keep the text
           }
-          const code = res.statusCode ?? 0;
+          observe();
           if (code >= 200 && code < 300) resolve(body as T);
           else
             reject(
@@ -145,7 +173,10 @@ export class KubeClient {
       req.setTimeout(this.timeoutMs, () =>
         req.destroy(new Error(`${method} ${url.pathname}: no response within ${this.timeoutMs} ms`)),
       );
-      req.on("error", reject);
+      req.on("error", (err) => {
+        observe();
+        reject(err);
+      });
       req.end(payload);
     });
   }

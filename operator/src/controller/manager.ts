@@ -90,7 +90,12 @@ export class Manager {
         phaseCollector: () => this.phaseCounts(),
         queueDepth: () => this.queue.depth,
       });
-    this.client = new KubeClient(o.kc);
+    this.client = new KubeClient(o.kc, {
+      onRequest: (verb, resource, code, secs) => {
+        this.metrics.apiRequests.inc({ verb, resource, code: String(code) });
+        this.metrics.apiRequestSeconds.observe({ verb, resource }, secs);
+      },
+    });
     const { core, custom } = this.client;
     const caches = this.buildInformers(core, custom);
     this.reconciler = new Reconciler({

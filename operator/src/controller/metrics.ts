@@ -13,6 +13,9 @@ export interface OperatorMetrics {
   informerRestarts: Counter<"informer" | "cause">;
   isLeader: Gauge;
   runsByPhase: Gauge<"kind" | "phase">;
+  /** API requests by verb, resource and HTTP code (0 = no response), like client-go's rest_client_requests_total. */
+  apiRequests: Counter<"verb" | "resource" | "code">;
+  apiRequestSeconds: Histogram<"verb" | "resource">;
 }
 
 export function createMetrics(
@@ -81,8 +84,23 @@ export function createMetrics(
       for (const r of opts.phaseCollector()) this.set({ kind: r.kind, phase: r.phase }, r.count);
     },
   });
+  const apiRequests = new Counter({
+    name: "mergevq_operator_api_requests_total",
+    help: "Requests to the apiserver by verb, resource and HTTP code (0: no response).",
+    labelNames: ["verb", "resource", "code"] as const,
+    registers: [registry],
+  });
+  const apiRequestSeconds = new Histogram({
+    name: "mergevq_operator_api_request_duration_seconds",
+    help: "Apiserver request latency (until the whole response is read) by verb and resource.",
+    labelNames: ["verb", "resource"] as const,
+    buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+    registers: [registry],
+  });
   return {
     registry,
+    apiRequests,
+    apiRequestSeconds,
     reconciles,
     reconcileErrors,
     reconcileQuantiles,

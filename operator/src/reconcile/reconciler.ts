@@ -232,7 +232,7 @@ export class Reconciler {
     if (!res) return "gone";
     const rv = (res.metadata as { resourceVersion?: string } | undefined)?.resourceVersion;
     if (rv) this.written.set(key, rv);
-    log.debug({ phase: after.phase, attempt: after.attempt }, "status written");
+    log.debug({ phase: after.phase, attempt: after.attempt, patch }, "status written");
     return "written";
   }
 
