@@ -142,7 +142,8 @@ export function imageNodeArgs(dockerfile = "images/operator.Dockerfile"): string
 
 /**
  * Builds the entry the bench measures: BENCH_OPERATOR_ENTRY = dist (default: the tsc output the image runs,
- * with the image's node flags) or source (operator/src/main.ts through tsx, the test suites' way).
+ * with the image's node flags, or BENCH_OPERATOR_NODE_FLAGS) or source (operator/src/main.ts through tsx, the
+ * test suites' way).
  */
 export function prepareEntry(): { entry: OperatorEntry; nodeArgs: string[]; describe: string } {
   if (process.env.BENCH_OPERATOR_ENTRY === "source") {
@@ -150,7 +151,9 @@ export function prepareEntry(): { entry: OperatorEntry; nodeArgs: string[]; desc
   }
   const tsc = spawnSync("npx", ["tsc", "-p", "tsconfig.build.json"], { stdio: "inherit" });
   if (tsc.status !== 0) throw new Error("tsc -p tsconfig.build.json failed");
-  const nodeArgs = imageNodeArgs();
+  // BENCH_OPERATOR_NODE_FLAGS: measure other node flags than the image's (as the chart's nodeFlags would set them).
+  const override = process.env.BENCH_OPERATOR_NODE_FLAGS?.trim();
+  const nodeArgs = override ? override.split(/\s+/) : imageNodeArgs();
   return { entry: "dist", nodeArgs, describe: `dist/operator/src/main.js (node ${nodeArgs.join(" ")})` };
 }
 
