@@ -55,9 +55,9 @@ describe("kind: containers on a real kubelet", () => {
   let ns: TestNamespace;
   let dataset = "";
 
-  const kubectl = (args: string[], timeoutMs = 60_000) => {
+  const kubectl = (args: string[], timeoutMs = 60_000, okCodes: number[] = [0]) => {
     const r = run("kubectl", args, { timeoutMs });
-    assert.equal(r.status, 0, `kubectl ${args.join(" ")}: ${r.stderr}${r.stdout}`);
+    assert.ok(okCodes.includes(r.status ?? -1), `kubectl ${args.join(" ")}: exit ${r.status}: ${r.stderr}${r.stdout}`);
     return r.stdout;
   };
   const status = async (name: string): Promise<Status> => {
@@ -198,22 +198,29 @@ describe("kind: containers on a real kubelet", () => {
     const victim = (await runPods(name)).find(
       (p) => p.metadata?.labels?.["mergevq.ai/attempt"] === "2" && p.metadata?.labels?.["mergevq.ai/node-rank"] === "0",
     );
-    kubectl([
-      "-n",
-      ns.name,
-      "exec",
-      victim?.metadata?.name ?? "",
-      "-c",
-      "trainer",
-      "--",
-      "/usr/local/bin/node",
-      "-e",
-      `const fs = require("fs");
+    // The killer runs inside the container it kills: once the trainer is gone, tini exits and the runtime stops
+    // the container, so the exec session itself may be killed before it reports (exit 137). Either exit is fine;
+    // the attempt-3 pods and the counted restart below prove the SIGKILL landed.
+    kubectl(
+      [
+        "-n",
+        ns.name,
+        "exec",
+        victim?.metadata?.name ?? "",
+        "-c",
+        "trainer",
+        "--",
+        "/usr/local/bin/node",
+        "-e",
+        `const fs = require("fs");
        for (const d of fs.readdirSync("/proc")) {
          if (!/^[0-9]+$/.test(d) || d === "1" || Number(d) === process.pid) continue;
          try { if (fs.readFileSync("/proc/" + d + "/cmdline", "utf8").includes("cli.js")) process.kill(Number(d), "SIGKILL"); } catch {}
        }`,
-    ]);
+      ],
+      60_000,
+      [0, 137],
+    );
     const a3 = await eventually(
       async () => {
         const pods = (await runPods(name)).filter((p) => p.metadata?.labels?.["mergevq.ai/attempt"] === "3");
