@@ -13,6 +13,8 @@ ENV NODE_ENV=production HOME=/tmp
 USER 65532:65532
 VOLUME ["/tmp"]
 # tini as PID 1: forwards SIGTERM to node (graceful shutdown, Lease release) and reaps zombies. A 2 MiB young
-# generation (V8's default is 16 MiB semi-spaces) keeps the idle operator ~30 MiB smaller; the operator
-# benches read these flags from this line (bench/operatorHarness.ts imageNodeArgs).
-ENTRYPOINT ["/usr/local/bin/tini", "--", "/usr/local/bin/node", "--max-semi-space-size=2", "/app/dist/operator/src/main.js"]
+# generation (V8's default is 16 MiB semi-spaces) keeps the idle operator ~30 MiB smaller, and --lite-mode (no
+# optimising compilers) ~14 MiB more, and halves its memory at 5,000 runs, for slower CPU-bound work (the chart's
+# nodeFlags brings the compilers back; operator/src/README.md has the figures). The operator benches read these
+# flags from this line (bench/operatorHarness.ts imageNodeArgs).
+ENTRYPOINT ["/usr/local/bin/tini", "--", "/usr/local/bin/node", "--max-semi-space-size=2", "--lite-mode", "/app/dist/operator/src/main.js"]

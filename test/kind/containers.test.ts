@@ -137,7 +137,10 @@ describe("kind: containers on a real kubelet", () => {
     assert.match(p.node, /^v24\./);
     assert.equal(p.pid1, "tini");
     assert.equal(p.ro, true, "the root filesystem must be read-only (only /tmp is writable)");
-    assert.ok(p.op?.includes("--max-semi-space-size=2"), `operator process argv: ${JSON.stringify(p.op)}`);
+    assert.ok(
+      p.op?.includes("--max-semi-space-size=2") && p.op.includes("--lite-mode"),
+      `operator process argv: ${JSON.stringify(p.op)}`,
+    );
   });
 
   it("survives the operator pod deleted, a trainer pod deleted (SIGTERM checkpoint) and a container SIGKILLed", async () => {
