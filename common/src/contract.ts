@@ -62,6 +62,21 @@ export const ENV = {
 export const SamplingStep = z.enum(["sample", "reduce"]);
 export type SamplingStep = z.infer<typeof SamplingStep>;
 
+/**
+ * Trainer exit codes the operator reads. PEER_FAILED (75, EX_TEMPFAIL): this rank is fine, but the process
+ * group failed under it because another rank did (its socket closed, it aborted the group, or it went
+ * silent). Such an exit is a consequence, not a cause: the operator looks for the rank that failed first and
+ * classifies that one, and only restarts on the peer failure itself (counted) when no other rank reports
+ * within a short grace. Every other code keeps its usual meaning (1–127 permanent, 128+ signals).
+ */
+export const EXIT_CODE = {
+  OK: 0,
+  FAILED: 1,
+  USAGE: 2,
+  PEER_FAILED: 75,
+  SIGTERM_CHECKPOINT: 143,
+} as const;
+
 export const PROGRESS_FILE = "progress.json";
 export const METRICS_FILE = "metrics.json";
 export const DEFAULT_TERMINATION_MESSAGE_PATH = "/dev/termination-log";

@@ -1,12 +1,13 @@
 // Collectives and failure semantics across real processes on loopback: all-reduce equals the exact mean
 // computed here and is byte-identical on every rank; broadcast; scalar reduction; killing one rank in the
-// middle of all-reduces makes the others exit non-zero (measured, must be < 30 s); a frozen (SIGSTOPped)
-// rank is detected by the silence timeout.
+// middle of all-reduces makes the others exit 75, the contract's "a peer failed" (measured, must be < 30 s); a
+// frozen (SIGSTOPped) rank is detected by the silence timeout.
 import assert from "node:assert/strict";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { after, describe, it } from "node:test";
+import { EXIT_CODE } from "../../common/src/contract.ts";
 import { killAll, type RankProc, spawnRanks, testData } from "../../trainer/src/dist/testing.ts";
 
 const all: RankProc[] = [];
@@ -44,7 +45,7 @@ describe("dist collectives (real processes)", () => {
     for (const p of ps) assert.deepEqual((await p.line((o) => Array.isArray(o.scalars))).scalars, [3, 3]);
   });
 
-  it("killing one rank mid-all-reduce makes the others exit non-zero within 30 s", async () => {
+  it("killing one rank mid-all-reduce makes the others exit 75 (a peer failed) within 30 s", async () => {
     const ps = await spawnRanks("loop", 3, { env: () => ({ DIST_TEST_N: String(4 << 20) }) }); // 16 MB buffers
     all.push(...ps);
     await Promise.all(ps.map((p) => p.line((o) => o.looping === true)));
@@ -54,7 +55,7 @@ describe("dist collectives (real processes)", () => {
     const secs = survivors.map((s) => (s.at - t0) / 1000);
     process.stderr.write(`kill → survivors exited after ${secs.map((s) => s.toFixed(2)).join(" s, ")} s\n`);
     for (const [i, s] of survivors.entries()) {
-      assert.notEqual(s.code, 0, `rank ${i === 0 ? 0 : 2} must exit non-zero`);
+      assert.equal(s.code, EXIT_CODE.PEER_FAILED, `rank ${i === 0 ? 0 : 2}: a peer's death is not its own failure`);
       assert.ok(secs[i] < 30, `rank exited after ${secs[i]} s`);
     }
     for (const p of [ps[0], ps[2]]) {
@@ -74,7 +75,7 @@ describe("dist collectives (real processes)", () => {
     const s = await ps[0].exited;
     ps[1].child.kill("SIGKILL");
     const secs = (s.at - t0) / 1000;
-    assert.equal(s.code, 1);
+    assert.equal(s.code, EXIT_CODE.PEER_FAILED, "a frozen peer is a peer failure");
     assert.ok(secs >= 2.5 && secs < 15, `exited after ${secs} s`);
     const err = JSON.parse(ps[0].stderr.trim().split("\n").pop() as string) as { error: string; code: string };
     assert.equal(err.code, "TIMEOUT", err.error);

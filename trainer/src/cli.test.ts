@@ -4,8 +4,11 @@ import { mkdtemp, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { test } from "node:test";
+import { EXIT_CODE } from "../../common/src/contract.ts";
 import { createLogger } from "../../common/src/logger.ts";
-import { CliError, main } from "./cli.ts";
+import { CliError, exitCodeOf, main } from "./cli.ts";
+import { DistError } from "./dist/transport.ts";
+import { TerminatedBySignal } from "./train/stopSignal.ts";
 
 const log = createLogger({ component: "cli-test" }, { level: "silent" });
 
@@ -134,4 +137,15 @@ test("backend check --parity: one JSON report naming the backend, the GPU probe 
   );
   assert.equal(bad.status, 2);
   assert.match(bad.stderr, /unknown command: backend nope/);
+});
+
+test("exit codes: 75 when another rank took the group down (also as a cause), 1 for this rank's own failures", () => {
+  const lost = new DistError("PEER_LOST", "rank 1: rank 0 (ring next): connection closed by the peer", true);
+  assert.equal(exitCodeOf(lost), EXIT_CODE.PEER_FAILED);
+  assert.equal(exitCodeOf(new Error("train step failed", { cause: lost })), EXIT_CODE.PEER_FAILED);
+  assert.equal(exitCodeOf(new DistError("ABORTED", "rank 0: non-finite loss")), EXIT_CODE.FAILED);
+  assert.equal(exitCodeOf(new DistError("MEMBERSHIP_MISMATCH", "config hash differs")), EXIT_CODE.FAILED);
+  assert.equal(exitCodeOf(new Error("boom")), EXIT_CODE.FAILED);
+  assert.equal(exitCodeOf(new CliError("--steps: bad")), EXIT_CODE.USAGE);
+  assert.equal(exitCodeOf(new TerminatedBySignal(12, "s3://x")), EXIT_CODE.SIGTERM_CHECKPOINT);
 });

@@ -28,13 +28,15 @@
 // While waiting for a peer, silence (no bytes, heartbeats included; heartbeats are sent every second) longer
 // than `silenceTimeoutMs` fails the group, and no single wait exceeds `opTimeoutMs` even while heartbeats
 // arrive. Every collective then throws the DistError. With `exitOnFailure` (default) the process exit code
-// is set to 1 and the process is force-exited `exitGraceMs` later if something else keeps it alive.
+// is set (75, EXIT_CODE.PEER_FAILED, on the ranks another rank's failure took down; 1 on a rank that failed by
+// itself) and the process is force-exited `exitGraceMs` later if something else keeps it alive.
 // Note: heartbeats come from the event loop, so a rank inside one synchronous computation longer than the
 // silence limit looks frozen to its neighbours: keep MERGEVQ_DIST_TIMEOUT_SECONDS above the slowest step.
 import { createHash } from "node:crypto";
 import dns from "node:dns/promises";
 import net from "node:net";
 import os from "node:os";
+import { EXIT_CODE } from "../../../common/src/contract.ts";
 import type { Logger } from "../../../common/src/logger.ts";
 import { type DistEnv, resolveDistEnv } from "./env.ts";
 import { Channel, type ChannelEvents, DistError, FrameType } from "./transport.ts";
@@ -70,7 +72,10 @@ export interface InitOptions {
   maxInFlight?: number;
   /** Heartbeat interval (default 1000 ms). */
   heartbeatMs?: number;
-  /** On failure set process.exitCode = 1 and force exit after `exitGraceMs` (default true, 10 s). */
+  /**
+   * On failure set process.exitCode (EXIT_CODE.PEER_FAILED when another rank caused it, else 1) and force exit
+   * after `exitGraceMs` (default true, 10 s).
+   */
   exitOnFailure?: boolean;
   exitGraceMs?: number;
   /** SIGTERM/SIGINT close the sockets (telling peers why) and exit 143/130 unless other handlers exist (default true). */
@@ -199,15 +204,17 @@ export class ProcessGroup {
   readonly events: ChannelEvents = {
     onAbort: (ch, reason) => {
       const a = parseAbort(reason);
+      const mismatch = a.code === "MEMBERSHIP_MISMATCH";
       this.fail(
         new DistError(
-          a.code === "MEMBERSHIP_MISMATCH" ? a.code : "ABORTED",
+          mismatch ? a.code : "ABORTED",
           `rank ${this.rank}: ${ch.label} aborted the group: ${a.message}`,
+          !mismatch,
         ),
       );
     },
-    onLost: (_ch, err) => this.fail(new DistError(err.code, `rank ${this.rank}: ${err.message}`)),
-    onTimeout: (_ch, err) => this.fail(new DistError(err.code, `rank ${this.rank}: ${err.message}`)),
+    onLost: (_ch, err) => this.fail(new DistError(err.code, `rank ${this.rank}: ${err.message}`, true)),
+    onTimeout: (_ch, err) => this.fail(new DistError(err.code, `rank ${this.rank}: ${err.message}`, true)),
   };
 
   /** @internal start heartbeats, the silence watchdog and signal handlers */
@@ -253,6 +260,7 @@ export class ProcessGroup {
                 `${(quiet / 1000).toFixed(1)} s while waiting for ${w.what}: the peer is frozen, stuck in a long ` +
                 "synchronous computation, or the network is partitioned (raise MERGEVQ_DIST_TIMEOUT_SECONDS if " +
                 "steps are legitimately this slow)",
+              true,
             ),
           );
           return;
@@ -286,12 +294,13 @@ export class ProcessGroup {
       }
     }
     if (exit && this.opts.exitOnFailure) {
-      process.exitCode = 1;
+      const code = err.fromPeer ? EXIT_CODE.PEER_FAILED : EXIT_CODE.FAILED;
+      process.exitCode = code;
       const t = setTimeout(() => {
         process.stderr.write(
-          `process group failed and the process did not exit within ${this.opts.exitGraceMs} ms; exiting 1: ${err.message}\n`,
+          `process group failed and the process did not exit within ${this.opts.exitGraceMs} ms; exiting ${code}: ${err.message}\n`,
         );
-        process.exit(1);
+        process.exit(code);
       }, this.opts.exitGraceMs);
       t.unref();
     }

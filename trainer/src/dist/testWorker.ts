@@ -6,8 +6,10 @@
 import { writeFileSync } from "node:fs";
 import path from "node:path";
 import type * as TF from "@tensorflow/tfjs";
+import { EXIT_CODE } from "../../../common/src/contract.ts";
 import { initProcessGroup, type ProcessGroup } from "./processGroup.ts";
 import { testData } from "./testing.ts";
+import { isPeerFailure } from "./transport.ts";
 
 const say = (o: Record<string, unknown>) => process.stdout.write(`${JSON.stringify(o)}\n`);
 const out = (name: string) => path.join(process.env.DIST_TEST_OUT ?? ".", name);
@@ -151,5 +153,5 @@ try {
 } catch (e) {
   const err = e as Error & { code?: string };
   process.stderr.write(`${JSON.stringify({ error: err.message, code: err.code ?? null })}\n`);
-  process.exit(1);
+  process.exit(isPeerFailure(e) ? EXIT_CODE.PEER_FAILED : EXIT_CODE.FAILED);
 }

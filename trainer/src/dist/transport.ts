@@ -41,10 +41,24 @@ export class DistError extends Error {
       | "CLOSED"
       | "CONFIG",
     message: string,
+    /**
+     * The group failed because of another rank (its socket closed, it aborted the group, it went silent),
+     * not because of anything this rank did: the process exits EXIT_CODE.PEER_FAILED so the operator looks for
+     * the rank that failed first. Set by the ProcessGroup for failures after rendezvous.
+     */
+    readonly fromPeer = false,
   ) {
     super(message);
     this.name = "DistError";
   }
+}
+
+/** A DistError caused by another rank, anywhere in `e`'s cause chain. */
+export function isPeerFailure(e: unknown): boolean {
+  for (let c: unknown = e, depth = 0; c instanceof Error && depth < 8; c = c.cause, depth++) {
+    if (c instanceof DistError) return c.fromPeer;
+  }
+  return false;
 }
 
 export function encodeHeader(type: FrameType, op: number, seq: number, payloadBytes: number): Buffer {
