@@ -14,9 +14,8 @@
 //      (same ETag and LastModified), and the reduce step reports gFID/IS labelled [random-inception].
 // Data: the real-photo folder (debphotos10, ImageNet layout) read in place by the pods (they run on this host).
 // Why a SIGTERM to the process and not SIGKILL or a pod deletion: the node agent reports an unexplained SIGKILL
-// as OOMKilled (fail fast, by design), and deleting the only pod of a single-node run (grace 0, and often even
-// with a grace period) currently makes the operator recreate the SAME attempt without RESUME_FROM, i.e. from
-// step 0 (operator/src/reconcile/training.ts, `cur.length === 0` branch: known bug, reported, not covered here).
+// as OOMKilled (fail fast, by design), and a pod deletion is an uncounted PodDeleted restart (covered by the kind
+// tier and operator/src/reconcile/training.test.ts), not the counted Signal restart this test is about.
 // SIGTERM is what a preempted or evicted container gets; the AR run turns saveOnSigterm off so that this SIGTERM
 // behaves like a crash (no checkpoint at the signal).
 import assert from "node:assert/strict";

@@ -4,11 +4,19 @@
 //   DisruptionTarget / Evicted / preemption           → restart, not counted, Preempted
 //   barrier init container failed                     → restart, counted, RendezvousTimeout
 //   container reason OOMKilled                        → fail fast, OOMKilled
+//   exit code 75 (EXIT_CODE.PEER_FAILED)              → restart, counted, PeerFailed (secondary, see below)
 //   exit code 1–127                                   → fail fast, ExitCode (PyTorchJob ExitCode semantics)
 //   exit code 128–255 (signals)                       → restart, counted, Signal
 // Only the first failure of an attempt is classified (earliest finishedAt); exits of pods being torn down
 // are never looked at because they belong to an older attempt than status.attempt.
+// Exit 75 is the trainer saying "another rank took the process group down under me". It is a consequence:
+// when rank 0 is SIGKILLed, rank 1 sees the socket close and exits 75 within milliseconds, and its pod may
+// reach the cache before rank 0's does (two kubelets, status updates seconds apart). So any other failure of
+// the attempt wins over a 75 whatever the order, and while only 75s are seen and some rank still runs, the
+// decision waits up to PEER_FAILURE_GRACE_MS for the rank that failed first to report. Without this a
+// retryable crash (137) was classified by its peer's exit and failed the run as permanent.
 import type { V1ContainerStatus, V1Pod } from "@kubernetes/client-node";
+import { EXIT_CODE } from "../../../common/src/contract.ts";
 import { BARRIER_CONTAINER } from "./gang.ts";
 import { REASON, type Reason } from "./reasons.ts";
 
@@ -22,7 +30,12 @@ export interface Classification {
   message: string;
   exitCode?: number;
   pod: string;
+  /** A consequence of another rank's failure (exit 75): any other failure of the attempt explains it better. */
+  secondary?: boolean;
 }
+
+/** How long a peer failure (exit 75) waits for the rank that caused it to report, while any rank still runs. */
+export const PEER_FAILURE_GRACE_MS = 20_000;
 
 const PREEMPT_REASONS = new Set(["Evicted", "Preempting", "Preempted", "DisruptionTarget"]);
 const NODE_REASONS = new Set([
@@ -132,6 +145,17 @@ export function classifyPod(pod: V1Pod): Classification {
       pod: name,
     };
   }
+  if (t.exitCode === EXIT_CODE.PEER_FAILED) {
+    return {
+      action: "restart",
+      counted: true,
+      reason: REASON.PeerFailed,
+      message: `${where} exited with code ${t.exitCode}: a peer rank took the process group down${t.message ? `: ${t.message.slice(0, 300)}` : ""}`,
+      exitCode: t.exitCode,
+      pod: name,
+      secondary: true,
+    };
+  }
   if (t.exitCode >= 1 && t.exitCode <= 127) {
     return {
       action: "fail",
@@ -152,13 +176,19 @@ export function classifyPod(pod: V1Pod): Classification {
   };
 }
 
+/** Only peer failures (exit 75) so far, and a rank still running: decide again in `waitMs`. */
+export interface PendingRootCause {
+  waitMs: number;
+}
+
 /**
- * Classify the first failure among the pods of one attempt; undefined when none failed. A pod of the attempt
+ * Classify the first failure among the pods of one attempt; undefined when none failed. A root cause wins over
+ * peer failures (exit 75) that finished earlier; peer failures alone wait for one (PendingRootCause). A pod of the attempt
  * that someone is deleting (kubectl delete, a controller) wins over exit codes: its SIGTERM makes the trainers
  * stop with 143 (after a checkpoint), which is a consequence of the deletion, not a trainer failure — so the
  * group restarts uncounted (PodDeleted), unless the deleted pod itself says more (node lost, disruption).
  */
-export function firstFailure(pods: readonly V1Pod[]): Classification | undefined {
+export function firstFailure(pods: readonly V1Pod[], now = Date.now()): Classification | PendingRootCause | undefined {
   const deleted = pods.find((p) => p.metadata?.deletionTimestamp && !isSucceeded(p));
   if (deleted) {
     const own = isFailed(deleted) ? classifyPod(deleted) : undefined;
@@ -172,8 +202,21 @@ export function firstFailure(pods: readonly V1Pod[]): Classification | undefined
       pod: name,
     };
   }
-  const failed = pods.filter(isFailed).sort((a, b) => finishedAt(a) - finishedAt(b));
-  return failed.length ? classifyPod(failed[0]) : undefined;
+  const failed = pods
+    .filter(isFailed)
+    .sort((a, b) => finishedAt(a) - finishedAt(b))
+    .map((p) => ({ pod: p, c: classifyPod(p) }));
+  if (failed.length === 0) return undefined;
+  const root = failed.find((f) => !f.c.secondary);
+  if (root) return root.c;
+  // Only peer failures so far: the rank that caused them may not have reported yet.
+  const waitMs = finishedAt(failed[0].pod) + PEER_FAILURE_GRACE_MS - now;
+  if (waitMs > 0 && pods.some((p) => !isTerminal(p))) return { waitMs };
+  const c = failed[0].c;
+  return {
+    ...c,
+    message: `${c.message} (no other rank reported a failure${waitMs > 0 ? "; none still running" : ` within ${PEER_FAILURE_GRACE_MS / 1000} s`})`,
+  };
 }
 
 export type Decision =

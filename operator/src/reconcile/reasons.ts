@@ -55,6 +55,7 @@ export const REASON = {
   OOMKilled: "OOMKilled",
   ExitCode: "ExitCode",
   Signal: "Signal",
+  PeerFailed: "PeerFailed",
   PodDeleted: "PodDeleted",
   ReduceFailed: "ReduceFailed",
 } as const;

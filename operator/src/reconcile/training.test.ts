@@ -400,3 +400,36 @@ test("all pods of a running single-node attempt deleted: attempt 2 resumes from 
   const env = p4.createPods[0].spec!.containers[0].env ?? [];
   assert.equal(env.find((e) => e.name === "RESUME_FROM")?.value, "s3://ckpt/one/step-9");
 });
+
+test("a rank's exit 75 (peer failed) waits for the rank that crashed: its SIGKILL (137) decides, a retryable restart", () => {
+  let run = makeTokenizerTraining("t").nodes(2).obj();
+  const p1 = planTraining(obs(run, [], at(0)), ctx);
+  run = withStatus(run, p1);
+  run = withStatus(
+    run,
+    planTraining(
+      obs(
+        run,
+        p1.createPods.map((p) => withPhase(p, "Running")),
+        at(5),
+      ),
+      ctx,
+    ),
+  );
+  const [rank0, rank1] = p1.createPods;
+  assert.equal(run.status?.phase, "Running");
+  // Rank 1's pod reports first: exit 75. Rank 0 still shows Running in the cache: no decision yet.
+  const peerExit = withPhase(rank1, "Failed", { exitCode: 75, finishedAt: iso(20) });
+  const waiting = planTraining(obs(run, [withPhase(rank0, "Running"), peerExit], at(21)), ctx);
+  assert.deepEqual([waiting.deletePods, waiting.createPods, waiting.status.attempt], [[], [], 1]);
+  assert.equal(waiting.status.phase, "Running");
+  assert.ok(waiting.requeueAfterMs !== undefined && waiting.requeueAfterMs <= 19_000, `${waiting.requeueAfterMs}`);
+  // Rank 0's SIGKILL shows up: that is the cause (Signal, counted), not the peer's 75 and not a permanent failure.
+  run = withStatus(run, waiting);
+  const killed = withPhase(rank0, "Failed", { exitCode: 137, finishedAt: iso(20) });
+  const p = planTraining(obs(run, [killed, peerExit], at(23)), ctx);
+  assert.equal(p.status.phase, "Restarting");
+  assert.equal(cond(p, "Restarting")?.reason, "Signal");
+  assert.match(cond(p, "Restarting")?.message ?? "", /t-node-0-a1 container trainer exited with code 137/);
+  assert.deepEqual([p.status.attempt, p.status.restartCount], [2, 1]);
+});

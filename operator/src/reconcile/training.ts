@@ -225,7 +225,12 @@ export function planTraining(o: TrainingObserved, ctx: OperatorContext): Plan {
   }
 
   b.s.replicaStatuses = replicaStatuses(cur);
-  const failure = firstFailure(cur);
+  const failure = firstFailure(cur, o.now);
+  if (failure && "waitMs" in failure) {
+    // A rank exited 75 (its peer failed): wait for the peer's own exit, which names the cause.
+    pb.requeue(failure.waitMs);
+    return pb.plan;
+  }
   if (failure) {
     handleFailure(pb, run, cur, failure);
     return pb.plan;
