@@ -6,8 +6,8 @@
 #   test/kind     what only containers on a real kubelet can show (resilience, signals, images, GPU profile)
 # Works on a fresh machine: starts a Docker engine when none answers (installing Debian's docker.io as root).
 # Everything expensive is cached under ~/.cache/mergevq. Env: KIND_CLUSTER (name), KEEP_CLUSTER=1 (leave it up),
-# KIND_SUITES ("e2e kind" by default), KIND_GPU_IMAGE=0 (skip the ~4.4 GB trainer-gpu image), BENCH_OUT (append
-# kind bench JSON lines there).
+# KIND_SUITES ("e2e kind" by default), KIND_TEST_PATTERN (run only the tests whose names match this regex),
+# KIND_GPU_IMAGE=0 (skip the ~4.4 GB trainer-gpu image), BENCH_OUT (append kind bench JSON lines there).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO="$PWD"
@@ -102,6 +102,7 @@ export MERGEVQ_S3_ENDPOINT_IN_CLUSTER=http://minio.mergevq-system.svc:9000
 export MERGEVQ_HELM_SET="image.repository=mergevq/operator,image.tag=$TAG,trainer.image=mergevq/trainer:$TAG"
 export MERGEVQ_KIND_CLUSTER="$NAME"
 NODE_TEST=(node --import tsx --test --test-reporter=spec --test-concurrency=1)
+[ -z "${KIND_TEST_PATTERN:-}" ] || NODE_TEST+=(--test-name-pattern "$KIND_TEST_PATTERN")
 for suite in ${KIND_SUITES:-e2e kind}; do
   s=$SECONDS
   say "suite test/$suite on kind"
