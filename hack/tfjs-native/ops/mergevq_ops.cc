@@ -15,6 +15,12 @@
 //   MergevqLayerNorm(x [N, D], gamma, beta; eps) → y, mean [N], rstd [N]  (timm LayerNorm, biased variance)
 //   MergevqLayerNormGrad(dy, x, gamma, mean, rstd) → dx, dgamma, dbeta
 //   MergevqGelu(x) → 0.5·x·(1 + erf(x/√2));  MergevqGeluGrad(dy, x) → dy·(Φ(x) + x·φ(x))
+//   MergevqAttention(qkv [B,N,3·h·d], bias [B,N]; heads, scale, has_bias) → out [B,N,h·d], probs [B,h,N,N]
+//     the core of timm's Attention after the qkv linear: per head P = softmax(scale·Q·Kᵀ + bias_j), O = P·V,
+//     heads merged back into the last axis (no transposes); `bias` is ToMe's log-size over keys (ignored when
+//     has_bias is false: then the caller passes qkv again)
+//   MergevqAttentionGrad(dout, qkv, probs; heads, scale) → dqkv [B,N,3·h·d], dbias [B,N]
+//     dV = Pᵀ·dO;  dS = P ⊙ (dO·Vᵀ − rowsum(P ⊙ dO·Vᵀ));  dQ = scale·dS·K;  dK = scale·dSᵀ·Q;  dbias = Σ_h,i dS
 //
 // GroupNorm: same formulas as trainer/src/nn/groupNorm.ts (biased variance, PyTorch semantics); statistics are
 // accumulated in double. Work is split over the batch on TF's intra-op pool. The file is also a (trivial)
@@ -610,11 +616,196 @@ REGISTER_KERNEL_BUILDER(Name("MergevqLayerNormGrad").Device(tensorflow::DEVICE_C
 REGISTER_KERNEL_BUILDER(Name("MergevqGelu").Device(tensorflow::DEVICE_CPU), GeluOp<false>);
 REGISTER_KERNEL_BUILDER(Name("MergevqGeluGrad").Device(tensorflow::DEVICE_CPU), GeluOp<true>);
 
-// Node-API side: nothing to call; `cpu` reports whether this CPU runs the instructions the file was built for.
+// ───────────────────────────── attention core ─────────────────────────────
+
+REGISTER_OP("MergevqAttention")
+    .Input("qkv: float")
+    .Input("bias: float")
+    .Output("out: float")
+    .Output("probs: float")
+    .Attr("heads: int >= 1")
+    .Attr("scale: float")
+    .Attr("has_bias: bool")
+    .SetShapeFn([](tensorflow::shape_inference::InferenceContext* c) {
+      c->set_output(0, c->UnknownShape());
+      c->set_output(1, c->UnknownShape());
+      return absl::OkStatus();
+    });
+
+REGISTER_OP("MergevqAttentionGrad")
+    .Input("dout: float")
+    .Input("qkv: float")
+    .Input("probs: float")
+    .Output("dqkv: float")
+    .Output("dbias: float")
+    .Attr("heads: int >= 1")
+    .Attr("scale: float")
+    .SetShapeFn([](tensorflow::shape_inference::InferenceContext* c) {
+      c->set_output(0, c->input(1));
+      c->set_output(1, c->UnknownShape());
+      return absl::OkStatus();
+    });
+
+using RowMat = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+using Strided = Eigen::Map<const RowMat, 0, Eigen::OuterStride<>>;
+using StridedOut = Eigen::Map<RowMat, 0, Eigen::OuterStride<>>;
+
+// qkv [B, N, 3D] with D = heads·d: checks the shape and returns B, N, D, d.
+bool QkvDims(OpKernelContext* ctx, const Tensor& qkv, int64_t heads, int64_t* B, int64_t* N, int64_t* D, int64_t* d) {
+  if (qkv.dims() != 3 || qkv.dim_size(2) % (3 * heads) != 0) {
+    ctx->CtxFailure(__FILE__, __LINE__,
+                    absl::InvalidArgumentError("MergevqAttention: qkv must be [B, N, 3·heads·d], got " +
+                                               qkv.shape().DebugString() + " for " + std::to_string(heads) + " heads"));
+    return false;
+  }
+  *B = qkv.dim_size(0);
+  *N = qkv.dim_size(1);
+  *D = qkv.dim_size(2) / 3;
+  *d = *D / heads;
+  return true;
+}
+
+class AttentionOp : public OpKernel {
+ public:
+  explicit AttentionOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("heads", &heads_));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("scale", &scale_));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("has_bias", &has_bias_));
+  }
+  void Compute(OpKernelContext* ctx) override {
+    const Tensor& qkv = ctx->input(0);
+    const Tensor& bias = ctx->input(1);
+    int64_t B, N, D, d;
+    if (!QkvDims(ctx, qkv, heads_, &B, &N, &D, &d)) return;
+    if (has_bias_) {
+      OP_REQUIRES(ctx, bias.dims() == 2 && bias.dim_size(0) == B && bias.dim_size(1) == N,
+                  absl::InvalidArgumentError("MergevqAttention: bias must be [B, N], got " + bias.shape().DebugString()));
+    }
+    Tensor *out, *probs;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({B, N, D}), &out));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, TensorShape({B, heads_, N, N}), &probs));
+    const float* q0 = qkv.flat<float>().data();
+    const float* bp = has_bias_ ? bias.flat<float>().data() : nullptr;
+    float* op = out->flat<float>().data();
+    float* pp = probs->flat<float>().data();
+    const int64_t H = heads_;
+    auto* pool = ctx->device()->tensorflow_cpu_worker_threads();
+    tensorflow::Shard(pool->num_threads, pool->workers, B * H, N * N * d * 6, [&](int64_t u0, int64_t u1) {
+      for (int64_t u = u0; u < u1; ++u) {
+        const int64_t b = u / H, h = u % H;
+        const float* base = q0 + b * N * 3 * D + h * d;
+        Strided Q(base, N, d, Eigen::OuterStride<>(3 * D)), K(base + D, N, d, Eigen::OuterStride<>(3 * D)),
+            V(base + 2 * D, N, d, Eigen::OuterStride<>(3 * D));
+        Eigen::Map<RowMat> P(pp + u * N * N, N, N);
+        P.noalias() = Q * K.transpose();
+        P *= scale_;
+        if (bp) P.rowwise() += Eigen::Map<const Eigen::RowVectorXf>(bp + b * N, N);
+        for (int64_t i = 0; i < N; ++i) {
+          auto row = P.row(i).array();
+          row = (row - row.maxCoeff()).exp();
+          row /= row.sum();
+        }
+        StridedOut O(op + b * N * D + h * d, N, d, Eigen::OuterStride<>(D));
+        O.noalias() = P * V;
+      }
+    });
+  }
+
+ private:
+  int64_t heads_;
+  float scale_;
+  bool has_bias_;
+};
+
+class AttentionGradOp : public OpKernel {
+ public:
+  explicit AttentionGradOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("heads", &heads_));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("scale", &scale_));
+  }
+  void Compute(OpKernelContext* ctx) override {
+    const Tensor& dout = ctx->input(0);
+    const Tensor& qkv = ctx->input(1);
+    const Tensor& probs = ctx->input(2);
+    int64_t B, N, D, d;
+    if (!QkvDims(ctx, qkv, heads_, &B, &N, &D, &d)) return;
+    const int64_t H = heads_;
+    OP_REQUIRES(ctx, dout.shape() == TensorShape({B, N, D}) && probs.shape() == TensorShape({B, H, N, N}),
+                absl::InvalidArgumentError("MergevqAttentionGrad: dout " + dout.shape().DebugString() + " / probs " +
+                                           probs.shape().DebugString() + " do not match qkv " +
+                                           qkv.shape().DebugString()));
+    Tensor *dqkv, *dbias;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, qkv.shape(), &dqkv));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, TensorShape({B, N}), &dbias));
+    const float* q0 = qkv.flat<float>().data();
+    const float* dop = dout.flat<float>().data();
+    const float* pp = probs.flat<float>().data();
+    float* dq0 = dqkv->flat<float>().data();
+    // Column sums of dS per (b, h), added over heads after the parallel part.
+    std::vector<float> colsum(B * H * N);
+    auto* pool = ctx->device()->tensorflow_cpu_worker_threads();
+    tensorflow::Shard(pool->num_threads, pool->workers, B * H, N * N * d * 10, [&](int64_t u0, int64_t u1) {
+      RowMat dS(N, N);
+      for (int64_t u = u0; u < u1; ++u) {
+        const int64_t b = u / H, h = u % H;
+        const int64_t at = b * N * 3 * D + h * d;
+        const Eigen::OuterStride<> s3(3 * D);
+        Strided Q(q0 + at, N, d, s3), K(q0 + at + D, N, d, s3), V(q0 + at + 2 * D, N, d, s3);
+        Strided dO(dop + b * N * D + h * d, N, d, Eigen::OuterStride<>(D));
+        Eigen::Map<const RowMat> P(pp + u * N * N, N, N);
+        StridedOut dQ(dq0 + at, N, d, s3), dK(dq0 + at + D, N, d, s3), dV(dq0 + at + 2 * D, N, d, s3);
+        dV.noalias() = P.transpose() * dO;
+        dS.noalias() = dO * V.transpose();  // dP
+        const Eigen::VectorXf r = (P.array() * dS.array()).rowwise().sum();
+        dS = (P.array() * (dS.array().colwise() - r.array())).matrix();
+        Eigen::Map<Eigen::RowVectorXf>(colsum.data() + u * N, N) = dS.colwise().sum();
+        dQ.noalias() = dS * K;
+        dQ *= scale_;
+        dK.noalias() = dS.transpose() * Q;
+        dK *= scale_;
+      }
+    });
+    float* dbp = dbias->flat<float>().data();
+    for (int64_t b = 0; b < B; ++b) {
+      Eigen::Map<Eigen::RowVectorXf> out(dbp + b * N, N);
+      out.setZero();
+      for (int64_t h = 0; h < H; ++h) out += Eigen::Map<const Eigen::RowVectorXf>(colsum.data() + (b * H + h) * N, N);
+    }
+  }
+
+ private:
+  int64_t heads_;
+  float scale_;
+};
+
+REGISTER_KERNEL_BUILDER(Name("MergevqAttention").Device(tensorflow::DEVICE_CPU), AttentionOp);
+REGISTER_KERNEL_BUILDER(Name("MergevqAttentionGrad").Device(tensorflow::DEVICE_CPU), AttentionGradOp);
+
+// Node-API side: `cpuSupported` says whether this CPU runs the instructions the file was built for; `hasOp(name)`
+// whether TensorFlow's op registry knows an op (so the loader registers only kernels this build provides, even
+// when the library on disk is older or newer than the TypeScript that loads it).
+napi_value HasOp(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value arg;
+  napi_get_cb_info(env, info, &argc, &arg, nullptr, nullptr);
+  char name[256] = {0};
+  size_t len = 0;
+  bool found = false;
+  if (argc == 1 && napi_get_value_string_utf8(env, arg, name, sizeof(name), &len) == napi_ok) {
+    const tensorflow::OpRegistrationData* data = nullptr;
+    found = tensorflow::OpRegistry::Global()->LookUp(std::string(name, len), &data).ok();
+  }
+  napi_value out;
+  napi_get_boolean(env, found, &out);
+  return out;
+}
+
 napi_value Init(napi_env env, napi_value exports) {
-  napi_value ok;
+  napi_value ok, has;
   napi_get_boolean(env, __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"), &ok);
   napi_set_named_property(env, exports, "cpuSupported", ok);
+  napi_create_function(env, "hasOp", NAPI_AUTO_LENGTH, HasOp, nullptr, &has);
+  napi_set_named_property(env, exports, "hasOp", has);
   return exports;
 }
 

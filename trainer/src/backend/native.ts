@@ -17,7 +17,8 @@ export interface NativeInfo {
   /** Kernels replaced by installNativeFastKernels (empty when MERGEVQ_TFJS_NODE_FAST_KERNELS=0). */
   fastKernels?: string[];
   /** Fused kernels from the op library (hack/tfjs-native/ops), or why they are not used. */
-  fusedOps?: { kernels: string[] } | { absent: string };
+  /** `missing`: kernels this TypeScript knows that the library on disk lacks (older build): they run composed. */
+  fusedOps?: { kernels: string[]; missing?: string[] } | { absent: string };
 }
 
 /** Where hack/tfjs-native/build-ops.sh puts the op library inside a tfjs-node package dir. */
@@ -32,9 +33,12 @@ function loadFusedOps(dir: string, gpu: boolean): NonNullable<NativeInfo["fusedO
   if (gpu) return { absent: "CUDA build: the fused kernels are CPU-only" };
   const lib = fusedOpsPath(dir);
   if (!fs.existsSync(lib)) return { absent: `no ${lib} (hack/tfjs-native/build-ops.sh builds it)` };
-  const mod = require(lib) as { cpuSupported?: boolean };
+  const mod = require(lib) as { cpuSupported?: boolean; hasOp?: (op: string) => boolean };
   if (!mod.cpuSupported) return { absent: `${lib}: this CPU lacks AVX2/FMA` };
-  return { kernels: installFusedKernels() };
+  const { hasOp } = mod;
+  if (typeof hasOp !== "function") return { absent: `${lib} is stale (no hasOp): rerun hack/tfjs-native/build.sh` };
+  const { kernels, missing } = installFusedKernels(hasOp);
+  return missing.length ? { kernels, missing } : { kernels };
 }
 
 const require = createRequire(import.meta.url);

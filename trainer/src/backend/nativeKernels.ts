@@ -2,6 +2,8 @@
 // calls through the addon's binding (MERGEVQ_TFJS_NODE_FAST_KERNELS=0 keeps tfjs-node's own).
 import * as tf from "@tensorflow/tfjs";
 import {
+  ATTENTION,
+  ATTENTION_GRAD,
   BIAS_ADD,
   BIAS_ADD_GRAD,
   FUSED_ADAM,
@@ -153,11 +155,14 @@ export function installNativeFastKernels(): string[] {
 }
 
 /**
- * The fused GroupNorm(+SiLU) kernels of the op library hack/tfjs-native/ops/mergevq_ops.cc (already loaded
- * into libtensorflow by the caller) as tfjs kernels of the tensorflow backend; trainer/src/nn/groupNorm.ts
- * uses them when registered and holds their gradient. Returns the kernel names.
+ * The fused kernels of the op library hack/tfjs-native/ops/mergevq_ops.cc (already loaded into libtensorflow by
+ * the caller) as tfjs kernels of the tensorflow backend; trainer/src/nn (groupNorm.ts, layers.ts, attention.ts)
+ * and train/adam.ts use them when registered and hold their gradients. Only the ops `hasOp` finds in
+ * TensorFlow's registry are registered; the others are returned as `missing` and run composed.
  */
-export function installFusedKernels(): string[] {
+export function installFusedKernels(hasOp: (tfOp: string) => boolean): { kernels: string[]; missing: string[] } {
+  const kernels: string[] = [];
+  const missing: string[] = [];
   const run = (
     op: string,
     inputNames: (attrs: Record<string, unknown>) => string[],
@@ -165,6 +170,11 @@ export function installFusedKernels(): string[] {
     attrs: (a: Record<string, unknown>, b: NodeKernelBackend) => NodeOpAttr[],
     tfOp = op,
   ) => {
+    if (!hasOp(tfOp)) {
+      missing.push(op);
+      return;
+    }
+    kernels.push(op);
     tf.registerKernel({
       kernelName: op,
       backendName: "tensorflow",
@@ -261,15 +271,17 @@ export function installFusedKernels(): string[] {
     (_a, b) => floatT(b),
     "BiasAddGrad",
   );
-  return [
-    GROUP_NORM_ACT,
-    GROUP_NORM_ACT_GRAD,
-    FUSED_ADAM,
-    LAYER_NORM,
-    LAYER_NORM_GRAD,
-    GELU,
-    GELU_GRAD,
-    BIAS_ADD,
-    BIAS_ADD_GRAD,
-  ];
+  run(
+    ATTENTION,
+    (a) => (a.hasBias ? ["qkv", "bias"] : ["qkv", "qkv"]),
+    () => 2,
+    (a, b) => [int(b, "heads", a.heads), float(b, "scale", a.scale), bool(b, "has_bias", a.hasBias)],
+  );
+  run(
+    ATTENTION_GRAD,
+    () => ["dout", "qkv", "probs"],
+    () => 2,
+    (a, b) => [int(b, "heads", a.heads), float(b, "scale", a.scale)],
+  );
+  return { kernels, missing };
 }

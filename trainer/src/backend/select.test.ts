@@ -5,11 +5,13 @@
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import fs from "node:fs";
+import { createRequire } from "node:module";
 import os from "node:os";
 import path from "node:path";
 import { after, describe, test } from "node:test";
 import { fileURLToPath } from "node:url";
 import * as tf from "@tensorflow/tfjs";
+import { attentionCore } from "../nn/attention.ts";
 import { setFusedKernels } from "../nn/fusedOps.ts";
 import { groupNormAct } from "../nn/groupNorm.ts";
 import { conv2dValid } from "../nn/kernels.ts";
@@ -17,7 +19,7 @@ import { biasAdd, gelu, layerNorm } from "../nn/layers.ts";
 import { NamedAdam, ownedVariable } from "../train/adam.ts";
 import { compareSteps, lcg, type StepResult, T1_PARITY, t1Step } from "../train/backendParity.ts";
 import { cacheRoot } from "../util/cache.ts";
-import { nativeCandidates, tfjsNodeCacheDir } from "./native.ts";
+import { fusedOpsPath, nativeCandidates, tfjsNodeCacheDir } from "./native.ts";
 import { BACKEND_ORDER, type BackendChoice, selectBackend, startBackend } from "./select.ts";
 import { wasmThreadsWanted } from "./wasm.ts";
 
@@ -317,6 +319,8 @@ describe("fused GroupNorm kernels (hack/tfjs-native/ops)", () => {
         "MergevqGeluGrad",
         "MergevqBiasAdd",
         "MergevqBiasAddGrad",
+        "MergevqAttention",
+        "MergevqAttentionGrad",
       ],
     });
     // C/G = 1 and 2, batch 1, an odd spatial size, with and without SiLU / affine; values off-centre (mean 0.5,
@@ -442,6 +446,69 @@ describe("fused LayerNorm, GELU and BiasAdd kernels", () => {
       }
       tf.dispose([x, w, gamma, beta]);
     }
+  });
+});
+
+describe("fused attention kernels", () => {
+  test("attention core forward and gradients (qkv and the log-size bias) match the composed form", async (t) => {
+    if (nativeCandidates().candidates.length === 0) {
+      t.diagnostic("native backend absent: no fused kernels to compare");
+      return;
+    }
+    await startBackend("tensorflow");
+    // T1's encoder (65 tokens, 4 heads of 16) and decoder (64 tokens), an odd small case, one head.
+    const cases: Array<{ B: number; N: number; heads: number; dh: number; bias: boolean }> = [
+      { B: 2, N: 65, heads: 4, dh: 16, bias: true },
+      { B: 2, N: 64, heads: 4, dh: 16, bias: false },
+      { B: 3, N: 7, heads: 2, dh: 5, bias: true },
+      { B: 1, N: 9, heads: 1, dh: 8, bias: false },
+    ];
+    for (const c of cases) {
+      const D3 = 3 * c.heads * c.dh;
+      const qkv = tf.tensor3d(
+        Float32Array.from(lcg(c.B * c.N * D3, 21), (v) => 2 * v),
+        [c.B, c.N, D3],
+      );
+      const bias = tf.tensor2d(
+        Float32Array.from(lcg(c.B * c.N, 22), (v) => Math.log(1 + 3 * Math.abs(v))),
+        [c.B, c.N],
+      );
+      const w = tf.tensor3d(lcg(c.B * c.N * (D3 / 3), 23), [c.B, c.N, D3 / 3]);
+      const run = (fused: boolean): Float32Array[] => {
+        setFusedKernels(fused);
+        try {
+          return tf.tidy(() => {
+            const f = (q: tf.Tensor, b: tf.Tensor) =>
+              tf.sum(tf.mul(attentionCore(q as tf.Tensor3D, c.heads, c.bias ? (b as tf.Tensor2D) : undefined), w));
+            const y = attentionCore(qkv, c.heads, c.bias ? bias : undefined);
+            const grads = c.bias ? tf.grads(f)([qkv, bias]) : [tf.grad((q: tf.Tensor) => f(q, bias))(qkv)];
+            return [y, ...grads].map((v) => v.dataSync() as Float32Array);
+          });
+        } finally {
+          setFusedKernels(true);
+        }
+      };
+      const before = tf.memory().numTensors;
+      const fused = run(true);
+      assert.equal(tf.memory().numTensors, before, "the fused path frees everything it allocates");
+      const composed = run(false);
+      const names = ["out", "dqkv", "dbias"];
+      for (const [i, ref] of composed.entries()) {
+        const scale = ref.reduce((m, v) => Math.max(m, Math.abs(v)), 0);
+        const diff = fused[i].reduce((m, v, j) => Math.max(m, Math.abs(v - ref[j])), 0);
+        assert.ok(scale > 0, `${JSON.stringify(c)} ${names[i]}: all zero`);
+        assert.ok(diff <= 2e-5 * scale, `${JSON.stringify(c)} ${names[i]}: max |Δ| ${diff} vs scale ${scale}`);
+      }
+      tf.dispose([qkv, bias, w]);
+    }
+    assert.throws(() => attentionCore(tf.zeros([1, 4, 10]) as tf.Tensor3D, 4), /qkv width 10 is not 3 × 4 heads/);
+    // The loader registers only what the library on disk provides: it asks TensorFlow's op registry.
+    const s = await startBackend("tensorflow");
+    const lib = createRequire(import.meta.url)(fusedOpsPath(s.native?.dir ?? "")) as { hasOp(op: string): boolean };
+    assert.deepEqual(
+      ["MergevqAttention", "MergevqAttentionGrad", "BiasAdd", "MergevqNoSuchOp"].map((op) => lib.hasOp(op)),
+      [true, true, true, false],
+    );
   });
 });
 

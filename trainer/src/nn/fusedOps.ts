@@ -20,6 +20,13 @@ export const LAYER_NORM_GRAD = "MergevqLayerNormGrad";
 /** Exact GELU (input x) and its gradient (inputs dy, x). */
 export const GELU = "MergevqGelu";
 export const GELU_GRAD = "MergevqGeluGrad";
+/**
+ * Attention core after the qkv linear: inputs qkv [B, N, 3D], bias [B, N] (qkv again without bias); attrs heads,
+ * scale, hasBias; outputs out [B, N, D] (heads merged), probs [B, h, N, N].
+ */
+export const ATTENTION = "MergevqAttention";
+/** Its gradient: inputs dout, qkv, probs; attrs heads, scale; outputs dqkv, dbias [B, N]. */
+export const ATTENTION_GRAD = "MergevqAttentionGrad";
 /** x + b over the last axis (inputs x, b: TF's BiasAdd) and its gradient Σ dy over the leading axes (input dy). */
 export const BIAS_ADD = "MergevqBiasAdd";
 export const BIAS_ADD_GRAD = "MergevqBiasAddGrad";

@@ -8,6 +8,7 @@
 // upstream module names (checkpoint keys), and used by the forward. The primitive layers, GroupNorm and the
 // gradient kernels live in trainer/src/nn/.
 import * as tf from "@tensorflow/tfjs";
+import { attentionCore, attentionKeys } from "../nn/attention.ts";
 import { groupNormAct } from "../nn/groupNorm.ts";
 import { Conv2d, DepthwiseConv3x3, GroupNorm, gelu, LayerNorm, LayerScale, Linear } from "../nn/layers.ts";
 import { Module } from "../nn/module.ts";
@@ -115,7 +116,7 @@ export class AdaGN extends Module {
 /**
  * Multi-head self-attention (timm layout: qkv output = [q | k | v], each heads × head_dim).
  * `logSizes` [B, N] adds ToMe's proportional-attention bias log s_j over keys.
- * x [B, N, D] → { out [B, N, D], keys [B, h, N, d_h] }.
+ * x [B, N, D] → { out [B, N, D], keys() [B, h, N, d_h] (computed on demand: only merging blocks need them) }.
  */
 export class Attention extends Module {
   readonly qkv: Linear;
@@ -129,17 +130,10 @@ export class Attention extends Module {
     this.proj = this.add(new Linear(this.path("proj"), D, D, { init: "vit", group }));
   }
 
-  forward(P: Params, x: tf.Tensor3D, logSizes?: tf.Tensor2D): { out: tf.Tensor3D; keys: tf.Tensor4D } {
-    const [B, N, D] = x.shape;
-    const { heads } = this;
-    const dh = D / heads;
-    const qkv = tf.reshape(this.qkv.forward(P, x), [B, N, 3, heads, dh]); // [B, N, 3, h, d_h]
-    const [q, k, v] = tf.unstack(tf.transpose(qkv, [2, 0, 3, 1, 4])); // 3 × [B, h, N, d_h]
-    let logits = tf.matMul(tf.mul(q, dh ** -0.5), k, false, true); // [B, h, N, N]
-    if (logSizes) logits = tf.add(logits, tf.reshape(logSizes, [B, 1, 1, N]));
-    const o = tf.matMul(tf.softmax(logits), v); // [B, h, N, d_h]
-    const merged = tf.reshape(tf.transpose(o, [0, 2, 1, 3]), [B, N, D]); // [B, N, h·d_h]
-    return { out: this.proj.forward(P, merged) as tf.Tensor3D, keys: k as tf.Tensor4D };
+  forward(P: Params, x: tf.Tensor3D, logSizes?: tf.Tensor2D): { out: tf.Tensor3D; keys: () => tf.Tensor4D } {
+    const qkv = this.qkv.forward(P, x) as tf.Tensor3D; // [B, N, 3D]
+    const merged = attentionCore(qkv, this.heads, logSizes); // softmax(QKᵀ/√d_h + log s)·V per head: [B, N, D]
+    return { out: this.proj.forward(P, merged) as tf.Tensor3D, keys: () => attentionKeys(qkv, this.heads) };
   }
 }
 
@@ -195,7 +189,7 @@ export class VitBlock extends Module {
   }
 
   /** Attention half: → { x + ls1(attn), keys of this block (the ToMe metric) }. */
-  attentionResidual(P: Params, x: tf.Tensor3D, logSizes?: tf.Tensor2D): { x: tf.Tensor3D; keys: tf.Tensor4D } {
+  attentionResidual(P: Params, x: tf.Tensor3D, logSizes?: tf.Tensor2D): { x: tf.Tensor3D; keys: () => tf.Tensor4D } {
     const { out, keys } = this.attn.forward(P, this.norm1.forward(P, x), logSizes);
     return { x: tf.add(x, this.ls1.forward(P, out)) as tf.Tensor3D, keys };
   }

@@ -62,7 +62,7 @@ export class EncoderTransformer extends Module {
       x = attn.x;
       const rl = capR(r[i], t);
       if (rl > 0) {
-        const metric = tf.mean(attn.keys, 1) as tf.Tensor3D; // head-mean of keys: [B, h, t, d_h] → [B, t, d_h]
+        const metric = tf.mean(attn.keys(), 1) as tf.Tensor3D; // head-mean of keys: [B, h, t, d_h] → [B, t, d_h]
         const plan = bipartitePlan(matchingScores(metric), B, t, rl);
         const before = tracker.merged ? tracker.sizes : null;
         const after = tracker.apply(plan);
