@@ -73,8 +73,9 @@ function identity(b: NodeKernelBackend, x: tf.TensorInfo): tf.TensorInfo {
 }
 
 /**
- * Replace four hot tfjs-node kernels with versions that skip work their results do not depend on (exact:
- * the same TF ops run on the same inputs, or none run at all):
+ * Replace hot tfjs-node kernels with versions that skip work their results do not depend on (exact: the same
+ * TF ops run on the same inputs, or none run at all):
+ * - Identity (tfjs' clone, e.g. of every tensor saved for a gradient): shares the input's data;
  * - Cast to the tensor's own dtype: returns the input (tfjs-node runs TF's Cast, which copies; the tfjs
  *   gradient of every Mul calls cast(x, "float32"), and tfjs-node's Mean casts its input first);
  * - Reshape to the same shape: returns the input; other Reshapes take the target shape from a cached native
@@ -103,6 +104,12 @@ export function installNativeFastKernels(): string[] {
     return x.dtype === args.attrs?.dtype && tfDtype(nb(args), x.dtype) !== undefined
       ? identity(nb(args), x)
       : orig(args);
+  });
+  // Identity: tfjs' engine clones every tensor a gradient saves (saveTensorsForBackwardMode), ~950 per T1 step,
+  // and tfjs-node runs each clone as a TF Identity op. TF tensors are immutable, so the clone can share the data.
+  replace(tf.Identity, (args, orig) => {
+    const x = args.inputs.x as tf.TensorInfo;
+    return tfDtype(nb(args), x.dtype) !== undefined ? identity(nb(args), x) : orig(args);
   });
   replace(tf.Reshape, (args, orig) => {
     const b = nb(args);

@@ -245,14 +245,14 @@ describe("native vs wasm/cpu parity", () => {
 });
 
 describe("native fast kernels", () => {
-  test("Cast/Reshape/Mean/Sum/BatchMatMul fast paths match the cpu backend exactly and keep refcounts right", async (t) => {
+  test("Cast/Identity/Reshape/Mean/Sum/BatchMatMul fast paths match the cpu backend exactly and keep refcounts right", async (t) => {
     if (nativeCandidates().candidates.length === 0) {
       t.diagnostic("native backend absent: fast kernels not installed, nothing to compare");
       assert.equal(tf.findBackend("tensorflow"), null);
       return;
     }
     const s = await startBackend("tensorflow");
-    assert.deepEqual(s.native?.fastKernels, ["Cast", "Reshape", "Mean", "Sum", "BatchMatMul"]);
+    assert.deepEqual(s.native?.fastKernels, ["Cast", "Identity", "Reshape", "Mean", "Sum", "BatchMatMul"]);
     // Values drawn on cpu so both backends see identical inputs; sums/means of small integers are exact.
     const cases = (): tf.Tensor[] => {
       const x = tf.tensor(
@@ -265,6 +265,8 @@ describe("native fast kernels", () => {
         tf.cast(x, "int32"), // real cast
         tf.cast(xi, "int32"),
         tf.cast(tf.greater(x, 0), "bool"),
+        tf.clone(x), // Identity: shared data
+        tf.clone(xi),
         tf.reshape(x, [2, 3, 4, 2]), // same shape: identity
         tf.reshape(x, [6, -1]), // implicit dim
         tf.reshape(xi, [48]),
@@ -292,10 +294,24 @@ describe("native fast kernels", () => {
     const a = tf.tensor([1, 2, 3, 4], [2, 2]);
     const same = tf.reshape(a, [2, 2]);
     const c = tf.cast(a, "float32");
+    const cl = tf.clone(a);
     a.dispose();
     assert.deepEqual(Array.from(same.dataSync()), [1, 2, 3, 4]);
     assert.deepEqual(Array.from(c.dataSync()), [1, 2, 3, 4]);
-    tf.dispose([same, c, ...out]);
+    assert.deepEqual(Array.from(cl.dataSync()), [1, 2, 3, 4]);
+    // …and a variable assigned after a clone leaves the clone's values as they were.
+    const [v0, v1] = [tf.tensor([5, 6]), tf.tensor([7, 8])];
+    const v = tf.variable(v0);
+    const snap = tf.clone(v);
+    v.assign(v1);
+    assert.deepEqual(
+      [Array.from(snap.dataSync()), Array.from(v.dataSync())],
+      [
+        [5, 6],
+        [7, 8],
+      ],
+    );
+    tf.dispose([same, c, cl, snap, v, v0, v1, ...out]);
     assert.equal(tf.memory().numTensors, before);
   });
 });
