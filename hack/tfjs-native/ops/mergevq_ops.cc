@@ -19,6 +19,8 @@
 //     the core of timm's Attention after the qkv linear: per head P = softmax(scale·Q·Kᵀ + bias_j), O = P·V,
 //     heads merged back into the last axis (no transposes); `bias` is ToMe's log-size over keys (ignored when
 //     has_bias is false: then the caller passes qkv again)
+//   MergevqScaledResidual(x, y, gamma [D]) → x + γ·y over the last axis (a residual through LayerScale)
+//   MergevqScaledResidualGrad(dout, y, gamma) → dy = γ·dout, dgamma = Σ dout·y  (dx is dout itself)
 //   MergevqAttentionGrad(dout, qkv, probs; heads, scale) → dqkv [B,N,3·h·d], dbias [B,N]
 //     dV = Pᵀ·dO;  dS = P ⊙ (dO·Vᵀ − rowsum(P ⊙ dO·Vᵀ));  dQ = scale·dS·K;  dK = scale·dSᵀ·Q;  dbias = Σ_h,i dS
 //
@@ -615,6 +617,95 @@ REGISTER_KERNEL_BUILDER(Name("MergevqLayerNorm").Device(tensorflow::DEVICE_CPU),
 REGISTER_KERNEL_BUILDER(Name("MergevqLayerNormGrad").Device(tensorflow::DEVICE_CPU), LayerNormGradOp);
 REGISTER_KERNEL_BUILDER(Name("MergevqGelu").Device(tensorflow::DEVICE_CPU), GeluOp<false>);
 REGISTER_KERNEL_BUILDER(Name("MergevqGeluGrad").Device(tensorflow::DEVICE_CPU), GeluOp<true>);
+
+// ───────────────────────────── residual through LayerScale ─────────────────────────────
+
+REGISTER_OP("MergevqScaledResidual")
+    .Input("x: float")
+    .Input("y: float")
+    .Input("gamma: float")
+    .Output("out: float")
+    .SetShapeFn([](tensorflow::shape_inference::InferenceContext* c) {
+      c->set_output(0, c->input(0));
+      return absl::OkStatus();
+    });
+
+REGISTER_OP("MergevqScaledResidualGrad")
+    .Input("dout: float")
+    .Input("y: float")
+    .Input("gamma: float")
+    .Output("dy: float")
+    .Output("dgamma: float")
+    .SetShapeFn([](tensorflow::shape_inference::InferenceContext* c) {
+      c->set_output(0, c->input(1));
+      c->set_output(1, c->input(2));
+      return absl::OkStatus();
+    });
+
+class ScaledResidualOp : public OpKernel {
+ public:
+  explicit ScaledResidualOp(OpKernelConstruction* ctx) : OpKernel(ctx) {}
+  void Compute(OpKernelContext* ctx) override {
+    const Tensor& x = ctx->input(0);
+    const Tensor& y = ctx->input(1);
+    const Tensor& gamma = ctx->input(2);
+    int64_t N, D;
+    if (!RowsOf(ctx, y, gamma, &N, &D)) return;
+    OP_REQUIRES(ctx, x.shape() == y.shape(),
+                absl::InvalidArgumentError("MergevqScaledResidual: x " + x.shape().DebugString() + " vs y " +
+                                           y.shape().DebugString()));
+    Tensor* out;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, x.shape(), &out));
+    const float* xp = x.flat<float>().data();
+    const float* yp = y.flat<float>().data();
+    float* op = out->flat<float>().data();
+    ConstArrayXfMap G(gamma.flat<float>().data(), D);
+    ForEachRow(ctx, N, D, [&](int64_t start, int64_t end) {
+      for (int64_t r = start; r < end; ++r) {
+        Eigen::Map<Eigen::ArrayXf>(op + r * D, D) = ConstArrayXfMap(xp + r * D, D) + G * ConstArrayXfMap(yp + r * D, D);
+      }
+    });
+  }
+};
+
+class ScaledResidualGradOp : public OpKernel {
+ public:
+  explicit ScaledResidualGradOp(OpKernelConstruction* ctx) : OpKernel(ctx) {}
+  void Compute(OpKernelContext* ctx) override {
+    const Tensor& dout = ctx->input(0);
+    const Tensor& y = ctx->input(1);
+    const Tensor& gamma = ctx->input(2);
+    int64_t N, D;
+    if (!RowsOf(ctx, y, gamma, &N, &D)) return;
+    OP_REQUIRES(ctx, dout.shape() == y.shape(), absl::InvalidArgumentError("MergevqScaledResidualGrad: shapes"));
+    Tensor *dy, *dgamma;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, y.shape(), &dy));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, gamma.shape(), &dgamma));
+    const float* dop = dout.flat<float>().data();
+    const float* yp = y.flat<float>().data();
+    float* dyp = dy->flat<float>().data();
+    ConstArrayXfMap G(gamma.flat<float>().data(), D);
+    auto* pool = ctx->device()->tensorflow_cpu_worker_threads();
+    const int shards = std::max(1, pool->num_threads) * 4;
+    std::vector<Eigen::ArrayXd> pg(shards, Eigen::ArrayXd::Zero(D));
+    const int64_t per = (N + shards - 1) / shards;
+    tensorflow::Shard(pool->num_threads, pool->workers, shards, per * D * 4, [&](int64_t s0, int64_t s1) {
+      for (int64_t s = s0; s < s1; ++s) {
+        for (int64_t r = s * per; r < std::min(N, (s + 1) * per); ++r) {
+          ConstArrayXfMap DO(dop + r * D, D), Y(yp + r * D, D);
+          Eigen::Map<Eigen::ArrayXf>(dyp + r * D, D) = DO * G;
+          pg[s] += (DO * Y).cast<double>();
+        }
+      }
+    });
+    Eigen::ArrayXd sg = Eigen::ArrayXd::Zero(D);
+    for (int s = 0; s < shards; ++s) sg += pg[s];
+    Eigen::Map<Eigen::ArrayXf>(dgamma->flat<float>().data(), D) = sg.cast<float>();
+  }
+};
+
+REGISTER_KERNEL_BUILDER(Name("MergevqScaledResidual").Device(tensorflow::DEVICE_CPU), ScaledResidualOp);
+REGISTER_KERNEL_BUILDER(Name("MergevqScaledResidualGrad").Device(tensorflow::DEVICE_CPU), ScaledResidualGradOp);
 
 // ───────────────────────────── attention core ─────────────────────────────
 

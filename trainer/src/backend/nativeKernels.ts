@@ -13,6 +13,8 @@ import {
   GROUP_NORM_ACT_GRAD,
   LAYER_NORM,
   LAYER_NORM_GRAD,
+  SCALED_RESIDUAL,
+  SCALED_RESIDUAL_GRAD,
 } from "../nn/fusedOps.ts";
 
 type KernelArgs = Parameters<tf.KernelFunc>[0];
@@ -289,6 +291,18 @@ export function installFusedKernels(hasOp: (tfOp: string) => boolean): { kernels
     () => ["dout", "qkv", "probs"],
     () => 2,
     (a, b) => [int(b, "heads", a.heads), float(b, "scale", a.scale)],
+  );
+  run(
+    SCALED_RESIDUAL,
+    () => ["x", "y", "gamma"],
+    () => 1,
+    () => [],
+  );
+  run(
+    SCALED_RESIDUAL_GRAD,
+    () => ["dout", "y", "gamma"],
+    () => 2,
+    () => [],
   );
   return { kernels, missing };
 }

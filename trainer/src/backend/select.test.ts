@@ -15,7 +15,7 @@ import { attentionCore } from "../nn/attention.ts";
 import { setFusedKernels } from "../nn/fusedOps.ts";
 import { groupNormAct } from "../nn/groupNorm.ts";
 import { conv2dValid } from "../nn/kernels.ts";
-import { biasAdd, gelu, layerNorm } from "../nn/layers.ts";
+import { biasAdd, gelu, layerNorm, scaledResidual } from "../nn/layers.ts";
 import { NamedAdam, ownedVariable } from "../train/adam.ts";
 import { compareSteps, lcg, type StepResult, T1_PARITY, t1Step } from "../train/backendParity.ts";
 import { cacheRoot } from "../util/cache.ts";
@@ -337,6 +337,8 @@ describe("fused GroupNorm kernels (hack/tfjs-native/ops)", () => {
         "MergevqBiasAddGrad",
         "MergevqAttention",
         "MergevqAttentionGrad",
+        "MergevqScaledResidual",
+        "MergevqScaledResidualGrad",
       ],
     });
     // C/G = 1 and 2, batch 1, an odd spatial size, with and without SiLU / affine; values off-centre (mean 0.5,
@@ -411,7 +413,7 @@ describe("fused GroupNorm kernels (hack/tfjs-native/ops)", () => {
   });
 });
 
-describe("fused LayerNorm, GELU and BiasAdd kernels", () => {
+describe("fused LayerNorm, GELU, BiasAdd and LayerScale-residual kernels", () => {
   test("forward and gradients match the composed layers (rank 2 and 3, widths 8…1536)", async (t) => {
     if (nativeCandidates().candidates.length === 0) {
       t.diagnostic("native backend absent: no fused kernels to compare");
@@ -437,6 +439,7 @@ describe("fused LayerNorm, GELU and BiasAdd kernels", () => {
         ["layerNorm", (xx, g, b) => layerNorm({ get: (nm: string) => (nm.endsWith("weight") ? g : b) }, "n", xx)],
         ["gelu", (xx, g, b) => tf.add(gelu(xx), tf.mul(tf.sum(g), tf.sum(b)))],
         ["biasAdd", (xx, g, b) => biasAdd(xx, tf.add(g, b))],
+        ["scaledResidual", (xx, g, b) => scaledResidual({ get: () => g }, "ls", xx, tf.mul(tf.sin(xx), b))],
       ];
       for (const [name, layer] of layers) {
         const run = (fused: boolean): Float32Array[] => {

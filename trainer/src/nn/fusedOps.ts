@@ -20,6 +20,10 @@ export const LAYER_NORM_GRAD = "MergevqLayerNormGrad";
 /** Exact GELU (input x) and its gradient (inputs dy, x). */
 export const GELU = "MergevqGelu";
 export const GELU_GRAD = "MergevqGeluGrad";
+/** x + γ·y with γ [D] over the last axis (a residual through LayerScale): inputs x, y, gamma; output out. */
+export const SCALED_RESIDUAL = "MergevqScaledResidual";
+/** Its gradient: inputs dout, y, gamma; outputs dy, dgamma (dx is dout). */
+export const SCALED_RESIDUAL_GRAD = "MergevqScaledResidualGrad";
 /**
  * Attention core after the qkv linear: inputs qkv [B, N, 3D], bias [B, N] (qkv again without bias); attrs heads,
  * scale, hasBias; outputs out [B, N, D] (heads merged), probs [B, h, N, N].

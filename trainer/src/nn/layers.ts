@@ -3,7 +3,17 @@
 // under dotted names ("<block>.<layer>.weight"). The functional forms below the classes (linear, conv3x3,
 // layerNorm, …) take a parameter store and a name and are what the classes run.
 import * as tf from "@tensorflow/tfjs";
-import { BIAS_ADD, BIAS_ADD_GRAD, fusedKernel, GELU, GELU_GRAD, LAYER_NORM, LAYER_NORM_GRAD } from "./fusedOps.ts";
+import {
+  BIAS_ADD,
+  BIAS_ADD_GRAD,
+  fusedKernel,
+  GELU,
+  GELU_GRAD,
+  LAYER_NORM,
+  LAYER_NORM_GRAD,
+  SCALED_RESIDUAL,
+  SCALED_RESIDUAL_GRAD,
+} from "./fusedOps.ts";
 import { groupNorm, groupNormSilu } from "./groupNorm.ts";
 import { conv2dValid, depthwiseConv3x3, matMul2d, pad1 } from "./kernels.ts";
 import { Module } from "./module.ts";
@@ -141,6 +151,11 @@ export class LayerScale extends Module {
   forward(P: Params, x: tf.Tensor): tf.Tensor {
     return layerScale(P, this.name, x);
   }
+
+  /** residual + γ·y (the block's skip connection through this LayerScale). */
+  residual<T extends tf.Tensor>(P: Params, residual: T, y: tf.Tensor): T {
+    return scaledResidual(P, this.name, residual, y);
+  }
 }
 
 /** RMSNorm over the last axis, weight [D] (ones). */
@@ -181,6 +196,15 @@ tf.registerGradient({
     x: () => dy as tf.Tensor,
     b: () => tf.engine().runKernel(BIAS_ADD_GRAD, { dy: dy as tf.Tensor }) as tf.Tensor,
   }),
+});
+tf.registerGradient({
+  kernelName: SCALED_RESIDUAL,
+  inputsToSave: ["y", "gamma"],
+  gradFunc: (dout, [y, gamma]) => {
+    const d = Array.isArray(dout) ? dout[0] : dout;
+    const [dy, dGamma] = tf.engine().runKernel(SCALED_RESIDUAL_GRAD, { dout: d, y, gamma }) as tf.Tensor[];
+    return { x: () => d, y: () => dy, gamma: () => dGamma };
+  },
 });
 tf.registerGradient({
   kernelName: LAYER_NORM,
@@ -243,6 +267,14 @@ export function conv3x3(P: Params, name: string, x: tf.Tensor4D, stride = 1, bia
 
 /** LayerScale: γ ⊙ x (γ initialised to 1e-5). */
 export const layerScale = (P: Params, name: string, x: tf.Tensor): tf.Tensor => tf.mul(x, P.get(`${name}.gamma`));
+
+/** A residual through LayerScale: x + γ·y, γ = `${name}.gamma` [D] over the last axis (one kernel where fused). */
+export function scaledResidual<T extends tf.Tensor>(P: Params, name: string, x: T, y: tf.Tensor): T {
+  const gamma = P.get(`${name}.gamma`);
+  return (
+    fusedKernel(SCALED_RESIDUAL) ? tf.engine().runKernel(SCALED_RESIDUAL, { x, y, gamma }) : tf.add(x, tf.mul(y, gamma))
+  ) as T;
+}
 
 /** RMSNorm over the last axis: x / √(mean(x²) + eps) · weight. */
 export function rmsNorm<T extends tf.Tensor>(P: Params, name: string, x: T, eps = 1e-5): T {

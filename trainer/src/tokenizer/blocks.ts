@@ -191,11 +191,11 @@ export class VitBlock extends Module {
   /** Attention half: → { x + ls1(attn), keys of this block (the ToMe metric) }. */
   attentionResidual(P: Params, x: tf.Tensor3D, logSizes?: tf.Tensor2D): { x: tf.Tensor3D; keys: () => tf.Tensor4D } {
     const { out, keys } = this.attn.forward(P, this.norm1.forward(P, x), logSizes);
-    return { x: tf.add(x, this.ls1.forward(P, out)) as tf.Tensor3D, keys };
+    return { x: this.ls1.residual(P, x, out), keys }; // x + ls1(attn)
   }
 
   /** MLP half: x + ls2(mlp(norm2(x))); `side` for the MixMLP. */
   mlpResidual(P: Params, x: tf.Tensor3D, side?: number): tf.Tensor3D {
-    return tf.add(x, this.ls2.forward(P, this.mlp.forward(P, this.norm2.forward(P, x), side))) as tf.Tensor3D;
+    return this.ls2.residual(P, x, this.mlp.forward(P, this.norm2.forward(P, x), side)); // x + ls2(mlp)
   }
 }
