@@ -316,6 +316,32 @@ describe("native fast kernels", () => {
   });
 });
 
+/**
+ * Run `compute` (outputs and gradients, inside a tidy) with the fused kernels and with the composed ops; the fused
+ * path must free what it allocates, and every output must match the composed one within `tol` × its largest |value|.
+ */
+function assertFusedMatchesComposed(label: string, names: string[], compute: () => tf.Tensor[], tol: number): void {
+  const run = (fused: boolean): Float32Array[] => {
+    setFusedKernels(fused);
+    try {
+      return tf.tidy(() => compute().map((v) => v.dataSync() as Float32Array));
+    } finally {
+      setFusedKernels(true);
+    }
+  };
+  const before = tf.memory().numTensors;
+  const fused = run(true);
+  assert.equal(tf.memory().numTensors, before, `${label}: the fused path frees everything it allocates`);
+  const composed = run(false);
+  assert.equal(fused.length, composed.length, label);
+  for (const [i, ref] of composed.entries()) {
+    const scale = ref.reduce((m, v) => Math.max(m, Math.abs(v)), 0);
+    const diff = fused[i].reduce((m, v, j) => Math.max(m, Math.abs(v - ref[j])), 0);
+    assert.ok(scale > 0, `${label} ${names[i] ?? i}: all zero`);
+    assert.ok(diff <= tol * scale, `${label} ${names[i] ?? i}: max |Δ| ${diff} vs scale ${scale}`);
+  }
+}
+
 describe("fused GroupNorm kernels (hack/tfjs-native/ops)", () => {
   test("loaded with the native build; forward and all three gradients match the composed GroupNorm", async (t) => {
     if (nativeCandidates().candidates.length === 0) {
@@ -359,51 +385,30 @@ describe("fused GroupNorm kernels (hack/tfjs-native/ops)", () => {
       const w = tf.tensor4d(lcg(n, 2), c.shape); // loss Σ w·y: every output element gets its own gradient
       const gamma = tf.tensor1d(Float32Array.from(lcg(C, 3), (v) => 1 + 0.3 * v));
       const beta = tf.tensor1d(Float32Array.from(lcg(C, 4), (v) => 0.3 * v));
-      const run = (fused: boolean): Float32Array[] => {
-        setFusedKernels(fused);
-        try {
-          return tf.tidy(() => {
-            const f = (xx: tf.Tensor, g: tf.Tensor, b: tf.Tensor) =>
-              tf.sum(
-                tf.mul(
-                  groupNormAct(
-                    xx as tf.Tensor4D,
-                    c.groups,
-                    1e-6,
-                    c.silu,
-                    c.affine ? g : undefined,
-                    c.affine ? b : undefined,
-                  ),
-                  w,
+      assertFusedMatchesComposed(
+        JSON.stringify(c),
+        ["y", "dx", "dgamma", "dbeta"],
+        () => {
+          const f = (xx: tf.Tensor, g: tf.Tensor, b: tf.Tensor) =>
+            tf.sum(
+              tf.mul(
+                groupNormAct(
+                  xx as tf.Tensor4D,
+                  c.groups,
+                  1e-6,
+                  c.silu,
+                  c.affine ? g : undefined,
+                  c.affine ? b : undefined,
                 ),
-              );
-            const y = groupNormAct(
-              x,
-              c.groups,
-              1e-6,
-              c.silu,
-              c.affine ? gamma : undefined,
-              c.affine ? beta : undefined,
+                w,
+              ),
             );
-            const grads = c.affine
-              ? tf.grads(f)([x, gamma, beta])
-              : [tf.grad((xx: tf.Tensor) => f(xx, gamma, beta))(x)];
-            return [y, ...grads].map((v) => v.dataSync() as Float32Array);
-          });
-        } finally {
-          setFusedKernels(true);
-        }
-      };
-      const before = tf.memory().numTensors;
-      const fused = run(true);
-      assert.equal(tf.memory().numTensors, before, "the fused path frees everything it allocates");
-      const composed = run(false);
-      const names = ["y", "dx", "dgamma", "dbeta"];
-      for (const [i, ref] of composed.entries()) {
-        const scale = ref.reduce((m, v) => Math.max(m, Math.abs(v)), 0);
-        const diff = fused[i].reduce((m, v, j) => Math.max(m, Math.abs(v - ref[j])), 0);
-        assert.ok(diff <= 1e-5 * scale, `${JSON.stringify(c)} ${names[i]}: max |Δ| ${diff} vs scale ${scale}`);
-      }
+          const y = groupNormAct(x, c.groups, 1e-6, c.silu, c.affine ? gamma : undefined, c.affine ? beta : undefined);
+          const grads = c.affine ? tf.grads(f)([x, gamma, beta]) : [tf.grad((xx: tf.Tensor) => f(xx, gamma, beta))(x)];
+          return [y, ...grads];
+        },
+        1e-5,
+      );
       tf.dispose([x, w, gamma, beta]);
     }
     assert.throws(
@@ -442,26 +447,15 @@ describe("fused LayerNorm, GELU, BiasAdd and LayerScale-residual kernels", () =>
         ["scaledResidual", (xx, g, b) => scaledResidual({ get: () => g }, "ls", xx, tf.mul(tf.sin(xx), b))],
       ];
       for (const [name, layer] of layers) {
-        const run = (fused: boolean): Float32Array[] => {
-          setFusedKernels(fused);
-          try {
-            return tf.tidy(() => {
-              const f = (xx: tf.Tensor, g: tf.Tensor, b: tf.Tensor) => tf.sum(tf.mul(layer(xx, g, b), w));
-              return [layer(x, gamma, beta), ...tf.grads(f)([x, gamma, beta])].map((v) => v.dataSync() as Float32Array);
-            });
-          } finally {
-            setFusedKernels(true);
-          }
-        };
-        const before = tf.memory().numTensors;
-        const fused = run(true);
-        assert.equal(tf.memory().numTensors, before, `${name}: the fused path frees everything it allocates`);
-        const composed = run(false);
-        for (const [i, ref] of composed.entries()) {
-          const scale = ref.reduce((m, v) => Math.max(m, Math.abs(v)), 0);
-          const diff = fused[i].reduce((m, v, j) => Math.max(m, Math.abs(v - ref[j])), 0);
-          assert.ok(diff <= 2e-5 * scale, `${name} [${shape}] output ${i}: max |Δ| ${diff} vs scale ${scale}`);
-        }
+        assertFusedMatchesComposed(
+          `${name} [${shape}]`,
+          ["y", "dx", "dgamma", "dbeta"],
+          () => {
+            const f = (xx: tf.Tensor, g: tf.Tensor, b: tf.Tensor) => tf.sum(tf.mul(layer(xx, g, b), w));
+            return [layer(x, gamma, beta), ...tf.grads(f)([x, gamma, beta])];
+          },
+          2e-5,
+        );
       }
       tf.dispose([x, w, gamma, beta]);
     }
@@ -493,31 +487,17 @@ describe("fused attention kernels", () => {
         [c.B, c.N],
       );
       const w = tf.tensor3d(lcg(c.B * c.N * (D3 / 3), 23), [c.B, c.N, D3 / 3]);
-      const run = (fused: boolean): Float32Array[] => {
-        setFusedKernels(fused);
-        try {
-          return tf.tidy(() => {
-            const f = (q: tf.Tensor, b: tf.Tensor) =>
-              tf.sum(tf.mul(attentionCore(q as tf.Tensor3D, c.heads, c.bias ? (b as tf.Tensor2D) : undefined), w));
-            const y = attentionCore(qkv, c.heads, c.bias ? bias : undefined);
-            const grads = c.bias ? tf.grads(f)([qkv, bias]) : [tf.grad((q: tf.Tensor) => f(q, bias))(qkv)];
-            return [y, ...grads].map((v) => v.dataSync() as Float32Array);
-          });
-        } finally {
-          setFusedKernels(true);
-        }
-      };
-      const before = tf.memory().numTensors;
-      const fused = run(true);
-      assert.equal(tf.memory().numTensors, before, "the fused path frees everything it allocates");
-      const composed = run(false);
-      const names = ["out", "dqkv", "dbias"];
-      for (const [i, ref] of composed.entries()) {
-        const scale = ref.reduce((m, v) => Math.max(m, Math.abs(v)), 0);
-        const diff = fused[i].reduce((m, v, j) => Math.max(m, Math.abs(v - ref[j])), 0);
-        assert.ok(scale > 0, `${JSON.stringify(c)} ${names[i]}: all zero`);
-        assert.ok(diff <= 2e-5 * scale, `${JSON.stringify(c)} ${names[i]}: max |Δ| ${diff} vs scale ${scale}`);
-      }
+      assertFusedMatchesComposed(
+        JSON.stringify(c),
+        ["out", "dqkv", "dbias"],
+        () => {
+          const f = (q: tf.Tensor, b: tf.Tensor) =>
+            tf.sum(tf.mul(attentionCore(q as tf.Tensor3D, c.heads, c.bias ? (b as tf.Tensor2D) : undefined), w));
+          const y = attentionCore(qkv, c.heads, c.bias ? bias : undefined);
+          return [y, ...(c.bias ? tf.grads(f)([qkv, bias]) : [tf.grad((q: tf.Tensor) => f(q, bias))(qkv)])];
+        },
+        2e-5,
+      );
       tf.dispose([qkv, bias, w]);
     }
     assert.throws(() => attentionCore(tf.zeros([1, 4, 10]) as tf.Tensor3D, 4), /qkv width 10 is not 3 × 4 heads/);
