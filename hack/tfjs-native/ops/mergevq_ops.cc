@@ -23,6 +23,9 @@
 //   MergevqScaledResidualGrad(dout, y, gamma) → dy = γ·dout, dgamma = Σ dout·y  (dx is dout itself)
 //   MergevqAttentionGrad(dout, qkv, probs; heads, scale) → dqkv [B,N,3·h·d], dbias [B,N]
 //     dV = Pᵀ·dO;  dS = P ⊙ (dO·Vᵀ − rowsum(P ⊙ dO·Vᵀ));  dQ = scale·dS·K;  dK = scale·dSᵀ·Q;  dbias = Σ_h,i dS
+//   MergevqLinear(x [..., K], w [K, N] (or [1, 1, K, N]), b [N]; has_bias) → y [..., N] = x·w + b, no reshapes
+//   MergevqLinearGrad(dy, x, w; has_bias) → dx = dy·wᵀ, dw = xᵀ·dy, db = Σ dy ([0] without bias)
+//     Eigen's GEMM on row-major maps, one block per intra-op thread
 //
 // GroupNorm: same formulas as trainer/src/nn/groupNorm.ts (biased variance, PyTorch semantics); statistics are
 // accumulated in double. Work is split over the batch on TF's intra-op pool. The file is also a (trivial)
@@ -871,6 +874,159 @@ class AttentionGradOp : public OpKernel {
 
 REGISTER_KERNEL_BUILDER(Name("MergevqAttention").Device(tensorflow::DEVICE_CPU), AttentionOp);
 REGISTER_KERNEL_BUILDER(Name("MergevqAttentionGrad").Device(tensorflow::DEVICE_CPU), AttentionGradOp);
+
+// ───────────────────────────── linear ─────────────────────────────
+
+REGISTER_OP("MergevqLinear")
+    .Input("x: float")
+    .Input("w: float")
+    .Input("b: float")
+    .Output("y: float")
+    .Attr("has_bias: bool")
+    .SetShapeFn([](tensorflow::shape_inference::InferenceContext* c) {
+      c->set_output(0, c->UnknownShape());
+      return absl::OkStatus();
+    });
+
+REGISTER_OP("MergevqLinearGrad")
+    .Input("dy: float")
+    .Input("x: float")
+    .Input("w: float")
+    .Output("dx: float")
+    .Output("dw: float")
+    .Output("db: float")
+    .Attr("has_bias: bool")
+    .SetShapeFn([](tensorflow::shape_inference::InferenceContext* c) {
+      c->set_output(0, c->input(1));
+      c->set_output(1, c->input(2));
+      c->set_output(2, c->UnknownShape());
+      return absl::OkStatus();
+    });
+
+using ConstRowMap = Eigen::Map<const RowMat>;
+using RowMap = Eigen::Map<RowMat>;
+
+// Splits [0, n) into at most `threads` parts of `align`-multiples and runs fn(begin, end) for each on TF's
+// intra-op pool (one part per thread: Eigen's GEMM is fastest on the largest blocks it is given).
+void SplitRange(OpKernelContext* ctx, int64_t n, int64_t align, double flops,
+                const std::function<void(int64_t, int64_t)>& fn) {
+  auto* pool = ctx->device()->tensorflow_cpu_worker_threads();
+  // Below ~2 MFLOP a second thread costs more to wake than it saves.
+  const int64_t parts = std::max<int64_t>(1, std::min<int64_t>({static_cast<int64_t>(pool->num_threads),
+                                                                 (n + align - 1) / align,
+                                                                 static_cast<int64_t>(flops / 2e6) + 1}));
+  if (parts == 1) {
+    fn(0, n);
+    return;
+  }
+  const int64_t per = ((n + parts - 1) / parts + align - 1) / align * align;
+  tensorflow::Shard(pool->num_threads, pool->workers, parts, 1LL << 40, [&](int64_t p0, int64_t p1) {
+    for (int64_t p = p0; p < p1; ++p) {
+      const int64_t b = p * per, e = std::min(n, (p + 1) * per);
+      if (b < e) fn(b, e);
+    }
+  });
+}
+
+// x [..., K], w with K·N elements ([K, N] or a 1×1 conv's [1, 1, K, N]): returns M (rows of x), K, N.
+bool LinearDims(OpKernelContext* ctx, const Tensor& x, const Tensor& w, int64_t* M, int64_t* K, int64_t* N) {
+  const int64_t wd = w.dims();
+  if (x.dims() < 1 || wd < 2 || w.NumElements() != w.dim_size(wd - 2) * w.dim_size(wd - 1) ||
+      x.dim_size(x.dims() - 1) != w.dim_size(wd - 2)) {
+    ctx->CtxFailure(__FILE__, __LINE__,
+                    absl::InvalidArgumentError("MergevqLinear: x " + x.shape().DebugString() + " and w " +
+                                               w.shape().DebugString() + " do not make x·w over x's last axis"));
+    return false;
+  }
+  *K = w.dim_size(wd - 2);
+  *N = w.dim_size(wd - 1);
+  *M = *K == 0 ? 0 : x.NumElements() / *K;
+  return true;
+}
+
+class LinearOp : public OpKernel {
+ public:
+  explicit LinearOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("has_bias", &has_bias_));
+  }
+  void Compute(OpKernelContext* ctx) override {
+    const Tensor& x = ctx->input(0);
+    const Tensor& w = ctx->input(1);
+    const Tensor& b = ctx->input(2);
+    int64_t M, K, N;
+    if (!LinearDims(ctx, x, w, &M, &K, &N)) return;
+    OP_REQUIRES(ctx, !has_bias_ || b.NumElements() == N,
+                absl::InvalidArgumentError("MergevqLinear: bias must have " + std::to_string(N) + " elements"));
+    TensorShape ys = x.shape();
+    ys.set_dim(ys.dims() - 1, N);
+    Tensor* y;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, ys, &y));
+    ConstRowMap X(x.flat<float>().data(), M, K);
+    ConstRowMap W(w.flat<float>().data(), K, N);
+    RowMap Y(y->flat<float>().data(), M, N);
+    const float* bp = b.flat<float>().data();
+    SplitRange(ctx, M, 8, 2.0 * M * K * N, [&](int64_t r0, int64_t r1) {
+      auto Yr = Y.middleRows(r0, r1 - r0);
+      Yr.noalias() = X.middleRows(r0, r1 - r0) * W;
+      if (has_bias_) Yr.rowwise() += Eigen::Map<const Eigen::RowVectorXf>(bp, N);
+    });
+  }
+
+ private:
+  bool has_bias_;
+};
+
+class LinearGradOp : public OpKernel {
+ public:
+  explicit LinearGradOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("has_bias", &has_bias_));
+  }
+  void Compute(OpKernelContext* ctx) override {
+    const Tensor& dy = ctx->input(0);
+    const Tensor& x = ctx->input(1);
+    const Tensor& w = ctx->input(2);
+    int64_t M, K, N;
+    if (!LinearDims(ctx, x, w, &M, &K, &N)) return;
+    OP_REQUIRES(ctx, dy.NumElements() == M * N && dy.dim_size(dy.dims() - 1) == N,
+                absl::InvalidArgumentError("MergevqLinearGrad: dy " + dy.shape().DebugString() + " for x " +
+                                           x.shape().DebugString() + " and w " + w.shape().DebugString()));
+    Tensor *dx, *dw, *db;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, x.shape(), &dx));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, w.shape(), &dw));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(2, TensorShape({has_bias_ ? N : 0}), &db));
+    ConstRowMap DY(dy.flat<float>().data(), M, N);
+    ConstRowMap X(x.flat<float>().data(), M, K);
+    ConstRowMap W(w.flat<float>().data(), K, N);
+    RowMap DX(dx->flat<float>().data(), M, K);
+    RowMap DW(dw->flat<float>().data(), K, N);
+    const double flops = 2.0 * M * K * N;
+    // dx = dy·wᵀ [M, K], split over rows.
+    SplitRange(ctx, M, 8, flops, [&](int64_t r0, int64_t r1) {
+      DX.middleRows(r0, r1 - r0).noalias() = DY.middleRows(r0, r1 - r0) * W.transpose();
+    });
+    // dw = xᵀ·dy [K, N], split over the longer output axis.
+    if (K >= N) {
+      SplitRange(ctx, K, 8, flops, [&](int64_t k0, int64_t k1) {
+        DW.middleRows(k0, k1 - k0).noalias() = X.middleCols(k0, k1 - k0).transpose() * DY;
+      });
+    } else {
+      SplitRange(ctx, N, 16, flops, [&](int64_t n0, int64_t n1) {
+        DW.middleCols(n0, n1 - n0).noalias() = X.transpose() * DY.middleCols(n0, n1 - n0);
+      });
+    }
+    if (!has_bias_) return;
+    // db = Σ_rows dy, accumulated in double.
+    Eigen::RowVectorXd acc = Eigen::RowVectorXd::Zero(N);
+    for (int64_t r = 0; r < M; ++r) acc += DY.row(r).cast<double>();
+    Eigen::Map<Eigen::RowVectorXf>(db->flat<float>().data(), N) = acc.cast<float>();
+  }
+
+ private:
+  bool has_bias_;
+};
+
+REGISTER_KERNEL_BUILDER(Name("MergevqLinear").Device(tensorflow::DEVICE_CPU), LinearOp);
+REGISTER_KERNEL_BUILDER(Name("MergevqLinearGrad").Device(tensorflow::DEVICE_CPU), LinearGradOp);
 
 // Node-API side: `cpuSupported` says whether this CPU runs the instructions the file was built for; `hasOp(name)`
 // whether TensorFlow's op registry knows an op (so the loader registers only kernels this build provides, even

@@ -13,6 +13,8 @@ import {
   GROUP_NORM_ACT_GRAD,
   LAYER_NORM,
   LAYER_NORM_GRAD,
+  LINEAR,
+  LINEAR_GRAD,
   SCALED_RESIDUAL,
   SCALED_RESIDUAL_GRAD,
 } from "../nn/fusedOps.ts";
@@ -291,6 +293,18 @@ export function installFusedKernels(hasOp: (tfOp: string) => boolean): { kernels
     () => ["dout", "qkv", "probs"],
     () => 2,
     (a, b) => [int(b, "heads", a.heads), float(b, "scale", a.scale)],
+  );
+  run(
+    LINEAR,
+    (a) => (a.hasBias ? ["x", "w", "b"] : ["x", "w", "w"]),
+    () => 1,
+    (a, b) => [bool(b, "has_bias", a.hasBias)],
+  );
+  run(
+    LINEAR_GRAD,
+    () => ["dy", "x", "w"],
+    () => 3,
+    (a, b) => [bool(b, "has_bias", a.hasBias)],
   );
   run(
     SCALED_RESIDUAL,

@@ -15,7 +15,7 @@ import { attentionCore } from "../nn/attention.ts";
 import { setFusedKernels } from "../nn/fusedOps.ts";
 import { groupNormAct } from "../nn/groupNorm.ts";
 import { conv2dValid } from "../nn/kernels.ts";
-import { biasAdd, gelu, layerNorm, scaledResidual } from "../nn/layers.ts";
+import { biasAdd, gelu, layerNorm, linear, scaledResidual } from "../nn/layers.ts";
 import { NamedAdam, ownedVariable } from "../train/adam.ts";
 import { compareSteps, lcg, type StepResult, T1_PARITY, t1Step } from "../train/backendParity.ts";
 import { cacheRoot } from "../util/cache.ts";
@@ -363,6 +363,8 @@ describe("fused GroupNorm kernels (hack/tfjs-native/ops)", () => {
         "MergevqBiasAddGrad",
         "MergevqAttention",
         "MergevqAttentionGrad",
+        "MergevqLinear",
+        "MergevqLinearGrad",
         "MergevqScaledResidual",
         "MergevqScaledResidualGrad",
       ],
@@ -459,6 +461,61 @@ describe("fused LayerNorm, GELU, BiasAdd and LayerScale-residual kernels", () =>
       }
       tf.dispose([x, w, gamma, beta]);
     }
+  });
+});
+
+describe("fused linear kernels", () => {
+  test("x·w + b over the last axis: forward and dx, dw, db match the composed matmul (ranks 2–4, 1×1 conv weight)", async (t) => {
+    if (nativeCandidates().candidates.length === 0) {
+      t.diagnostic("native backend absent: no fused kernels to compare");
+      return;
+    }
+    await startBackend("tensorflow");
+    // T1's qkv (8·65 tokens, 64 → 192) and MLP shapes, GR_d32's 68 × 384 → 1536 (both GEMM splits of dw), a
+    // 1×1 conv over a map, odd sizes that fit no vector width, and no bias.
+    const cases: Array<{ x: number[]; w: number[]; bias: boolean }> = [
+      { x: [8, 65, 64], w: [64, 192], bias: true },
+      { x: [68, 384], w: [384, 1536], bias: true },
+      { x: [4, 17, 1536], w: [1536, 384], bias: false },
+      { x: [2, 6, 6, 32], w: [1, 1, 32, 64], bias: true },
+      { x: [3, 7], w: [7, 5], bias: false },
+    ];
+    for (const c of cases) {
+      const [K, N] = c.w.slice(-2);
+      const M = c.x.reduce((a, b) => a * b, 1) / K;
+      const x = tf.tensor(
+        Float32Array.from(lcg(M * K, 31), (v) => 2 * v + 0.1),
+        c.x,
+      );
+      const w = tf.tensor(
+        Float32Array.from(lcg(K * N, 32), (v) => v / Math.sqrt(K)),
+        c.w,
+      );
+      const b = tf.tensor1d(lcg(N, 33));
+      const dyW = tf.tensor(lcg(M * N, 34), [...c.x.slice(0, -1), N]); // loss Σ dyW·y
+      const params = (ww: tf.Tensor, bb: tf.Tensor) => ({ get: (nm: string) => (nm.endsWith("weight") ? ww : bb) });
+      const f = (xx: tf.Tensor, ww: tf.Tensor, bb: tf.Tensor) =>
+        tf.sum(tf.mul(linear(params(ww, bb), "l", xx, c.bias), dyW));
+      assertFusedMatchesComposed(
+        JSON.stringify(c),
+        ["y", "dx", "dw", "db"],
+        () => {
+          const y = linear(params(w, b), "l", x, c.bias);
+          const grads = c.bias
+            ? tf.grads(f)([x, w, b])
+            : tf.grads((xx: tf.Tensor, ww: tf.Tensor) => f(xx, ww, b))([x, w]);
+          assert.deepEqual(y.shape, [...c.x.slice(0, -1), N]);
+          assert.deepEqual(grads[1].shape, c.w);
+          return [y, ...grads];
+        },
+        1e-5,
+      );
+      tf.dispose([x, w, b, dyW]);
+    }
+    assert.throws(
+      () => linear({ get: () => tf.zeros([5, 3]) }, "l", tf.zeros([2, 4]), false),
+      /MergevqLinear: x \[2,4\] and w \[5,3\] do not make x·w/,
+    );
   });
 });
 

@@ -34,6 +34,13 @@ export const ATTENTION_GRAD = "MergevqAttentionGrad";
 /** x + b over the last axis (inputs x, b: TF's BiasAdd) and its gradient Σ dy over the leading axes (input dy). */
 export const BIAS_ADD = "MergevqBiasAdd";
 export const BIAS_ADD_GRAD = "MergevqBiasAddGrad";
+/**
+ * x·w + b over the last axis of x without reshapes: inputs x [..., K], w [K, N] (or a 1×1 conv's [1, 1, K, N]),
+ * b [N] (w again when attr hasBias is false); output y [..., N].
+ */
+export const LINEAR = "MergevqLinear";
+/** Its gradient: inputs dy, x, w; attr hasBias; outputs dx, dw, db ([0] without bias). */
+export const LINEAR_GRAD = "MergevqLinearGrad";
 
 import * as tf from "@tensorflow/tfjs";
 

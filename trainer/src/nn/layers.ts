@@ -11,6 +11,8 @@ import {
   GELU_GRAD,
   LAYER_NORM,
   LAYER_NORM_GRAD,
+  LINEAR,
+  LINEAR_GRAD,
   SCALED_RESIDUAL,
   SCALED_RESIDUAL_GRAD,
 } from "./fusedOps.ts";
@@ -198,6 +200,21 @@ tf.registerGradient({
   }),
 });
 tf.registerGradient({
+  kernelName: LINEAR,
+  inputsToSave: ["x", "w"],
+  gradFunc: (dy, [x, w], attrs) => {
+    const hasBias = Boolean((attrs as { hasBias?: boolean }).hasBias);
+    // One kernel for the three gradients, run here (not lazily in a closure: see groupNorm.ts).
+    const [dx, dw, db] = tf
+      .engine()
+      .runKernel(LINEAR_GRAD, { dy: Array.isArray(dy) ? dy[0] : dy, x, w }, { hasBias }) as tf.Tensor[];
+    const grads: Record<string, () => tf.Tensor> = { x: () => dx, w: () => dw };
+    if (hasBias) grads.b = () => db;
+    else db.dispose();
+    return grads;
+  },
+});
+tf.registerGradient({
   kernelName: SCALED_RESIDUAL,
   inputsToSave: ["y", "gamma"],
   gradFunc: (dout, [y, gamma]) => {
@@ -249,9 +266,16 @@ export function layerNorm<T extends tf.Tensor>(P: Params, name: string, x: T, ep
   return tf.add(tf.mul(y, P.get(`${name}.weight`)), P.get(`${name}.bias`)) as T;
 }
 
-/** Linear on the last axis: [..., Cin] → [..., Cout] (flattened to 2-D for the matmul). */
+/**
+ * Linear on the last axis: [..., Cin] → [..., Cout]. One kernel each way where fused; composed, the input is
+ * flattened to 2-D for the matmul.
+ */
 export function linear(P: Params, name: string, x: tf.Tensor, bias = true): tf.Tensor {
   const w = P.get(`${name}.weight`);
+  if (fusedKernel(LINEAR) && x.dtype === "float32") {
+    const inputs: tf.NamedTensorMap = bias ? { x, w, b: P.get(`${name}.bias`) } : { x, w };
+    return tf.engine().runKernel(LINEAR, inputs, { hasBias: bias }) as tf.Tensor;
+  }
   const [cin, cout] = w.shape.length === 4 ? [w.shape[2], w.shape[3]] : w.shape; // 1×1 conv or linear
   const lead = x.shape.slice(0, -1);
   const y = matMul2d(tf.reshape(x, [-1, cin]) as tf.Tensor2D, tf.reshape(w, [cin, cout]) as tf.Tensor2D); // [..., Cin] → [N, Cout]
