@@ -1049,7 +1049,12 @@ napi_value HasOp(napi_env env, napi_callback_info info) {
 
 napi_value Init(napi_env env, napi_value exports) {
   napi_value ok, has;
-  napi_get_boolean(env, __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"), &ok);
+  bool cpu = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#ifdef __AVX512F__  // the mergevq_ops_avx512.node build
+  cpu = cpu && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
+        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bw");
+#endif
+  napi_get_boolean(env, cpu, &ok);
   napi_set_named_property(env, exports, "cpuSupported", ok);
   napi_create_function(env, "hasOp", NAPI_AUTO_LENGTH, HasOp, nullptr, &has);
   napi_set_named_property(env, exports, "hasOp", has);

@@ -18,11 +18,38 @@ export interface NativeInfo {
   fastKernels?: string[];
   /** Fused kernels from the op library (hack/tfjs-native/ops), or why they are not used. */
   /** `missing`: kernels this TypeScript knows that the library on disk lacks (older build): they run composed. */
-  fusedOps?: { kernels: string[]; missing?: string[] } | { absent: string };
+  fusedOps?: { kernels: string[]; missing?: string[]; isa: FusedOpsIsa } | { absent: string };
 }
 
-/** Where hack/tfjs-native/build-ops.sh puts the op library inside a tfjs-node package dir. */
-export const fusedOpsPath = (pkgDir: string): string => path.join(pkgDir, "deps", "lib", "mergevq_ops.node");
+/** The two builds of the op library: AVX2/FMA, and AVX-512 (F, DQ, VL, BW) where the CPU has it. */
+export type FusedOpsIsa = "avx512" | "avx2";
+
+/** Where hack/tfjs-native/build-ops.sh puts each build of the op library inside a tfjs-node package dir. */
+export const fusedOpsPath = (pkgDir: string, isa: FusedOpsIsa = "avx2"): string =>
+  path.join(pkgDir, "deps", "lib", isa === "avx512" ? "mergevq_ops_avx512.node" : "mergevq_ops.node");
+
+/**
+ * Whether the CPU has the AVX-512 extensions the AVX-512 build is compiled for, from /proc/cpuinfo's flags (Linux;
+ * elsewhere false). Decided before loading: that file's static initialisers may already use the instructions.
+ */
+export function cpuHasAvx512(cpuinfo?: string): boolean {
+  let text = cpuinfo;
+  if (text === undefined) {
+    try {
+      text = fs.readFileSync("/proc/cpuinfo", "utf8");
+    } catch {
+      return false;
+    }
+  }
+  const flags = new Set(/^flags\s*:(.*)$/m.exec(text)?.[1].trim().split(/\s+/) ?? []);
+  return ["avx512f", "avx512dq", "avx512vl", "avx512bw"].every((f) => flags.has(f));
+}
+
+/** The build to load: AVX-512 where the CPU has it and the file exists; MERGEVQ_FUSED_OPS_ISA=avx2 forces AVX2. */
+export function fusedOpsIsa(dir: string, env: NodeJS.ProcessEnv = process.env, cpuinfo?: string): FusedOpsIsa {
+  if (env.MERGEVQ_FUSED_OPS_ISA === "avx2") return "avx2";
+  return cpuHasAvx512(cpuinfo) && fs.existsSync(fusedOpsPath(dir, "avx512")) ? "avx512" : "avx2";
+}
 
 /**
  * Load the fused-op library into the running libtensorflow and register its tfjs kernels. CPU builds only (its
@@ -31,14 +58,15 @@ export const fusedOpsPath = (pkgDir: string): string => path.join(pkgDir, "deps"
 function loadFusedOps(dir: string, gpu: boolean): NonNullable<NativeInfo["fusedOps"]> {
   if (process.env.MERGEVQ_FUSED_OPS === "0") return { absent: "MERGEVQ_FUSED_OPS=0" };
   if (gpu) return { absent: "CUDA build: the fused kernels are CPU-only" };
-  const lib = fusedOpsPath(dir);
+  const isa = fusedOpsIsa(dir);
+  const lib = fusedOpsPath(dir, isa);
   if (!fs.existsSync(lib)) return { absent: `no ${lib} (hack/tfjs-native/build-ops.sh builds it)` };
   const mod = require(lib) as { cpuSupported?: boolean; hasOp?: (op: string) => boolean };
-  if (!mod.cpuSupported) return { absent: `${lib}: this CPU lacks AVX2/FMA` };
+  if (!mod.cpuSupported) return { absent: `${lib}: this CPU lacks ${isa === "avx512" ? "AVX-512" : "AVX2/FMA"}` };
   const { hasOp } = mod;
   if (typeof hasOp !== "function") return { absent: `${lib} is stale (no hasOp): rerun hack/tfjs-native/build.sh` };
   const { kernels, missing } = installFusedKernels(hasOp);
-  return missing.length ? { kernels, missing } : { kernels };
+  return missing.length ? { kernels, missing, isa } : { kernels, isa };
 }
 
 const require = createRequire(import.meta.url);

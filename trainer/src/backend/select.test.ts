@@ -19,7 +19,7 @@ import { biasAdd, gelu, layerNorm, linear, scaledResidual } from "../nn/layers.t
 import { NamedAdam, ownedVariable } from "../train/adam.ts";
 import { compareSteps, lcg, type StepResult, T1_PARITY, t1Step } from "../train/backendParity.ts";
 import { cacheRoot } from "../util/cache.ts";
-import { fusedOpsPath, nativeCandidates, tfjsNodeCacheDir } from "./native.ts";
+import { cpuHasAvx512, fusedOpsIsa, fusedOpsPath, nativeCandidates, tfjsNodeCacheDir } from "./native.ts";
 import { BACKEND_ORDER, type BackendChoice, selectBackend, startBackend } from "./select.ts";
 import { wasmThreadsWanted } from "./wasm.ts";
 
@@ -368,6 +368,7 @@ describe("fused GroupNorm kernels (hack/tfjs-native/ops)", () => {
         "MergevqScaledResidual",
         "MergevqScaledResidualGrad",
       ],
+      isa: fusedOpsIsa(s.native?.dir ?? ""),
     });
     // C/G = 1 and 2, batch 1, an odd spatial size, with and without SiLU / affine; values off-centre (mean 0.5,
     // std 2) so the statistics matter.
@@ -460,6 +461,29 @@ describe("fused LayerNorm, GELU, BiasAdd and LayerScale-residual kernels", () =>
         );
       }
       tf.dispose([x, w, gamma, beta]);
+    }
+  });
+});
+
+describe("op library build per CPU (AVX2 / AVX-512)", () => {
+  test("AVX-512 only with all four extensions in /proc/cpuinfo, and only where that build exists", () => {
+    const cpu = (flags: string) => `processor\t: 0\nflags\t\t: fpu sse ${flags} ht\nbugs\t\t: spectre\n`;
+    assert.equal(cpuHasAvx512(cpu("avx2 fma avx512f avx512dq avx512cd avx512bw avx512vl")), true);
+    assert.equal(cpuHasAvx512(cpu("avx2 fma avx512f avx512cd")), false); // no DQ/BW/VL (Knights Landing)
+    assert.equal(cpuHasAvx512(cpu("avx2 fma")), false);
+    assert.equal(cpuHasAvx512("no flags line"), false);
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "ops-isa-"));
+    try {
+      const has = cpu("avx512f avx512dq avx512bw avx512vl");
+      assert.equal(fusedOpsIsa(dir, {}, has), "avx2", "no AVX-512 file: the AVX2 build");
+      fs.mkdirSync(path.join(dir, "deps", "lib"), { recursive: true });
+      fs.writeFileSync(fusedOpsPath(dir, "avx512"), "");
+      assert.equal(fusedOpsIsa(dir, {}, has), "avx512");
+      assert.equal(fusedOpsIsa(dir, { MERGEVQ_FUSED_OPS_ISA: "avx2" }, has), "avx2");
+      assert.equal(fusedOpsIsa(dir, {}, cpu("avx2 fma")), "avx2");
+      assert.match(fusedOpsPath(dir), /deps\/lib\/mergevq_ops\.node$/);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
     }
   });
 });
@@ -560,7 +584,12 @@ describe("fused attention kernels", () => {
     assert.throws(() => attentionCore(tf.zeros([1, 4, 10]) as tf.Tensor3D, 4), /qkv width 10 is not 3 × 4 heads/);
     // The loader registers only what the library on disk provides: it asks TensorFlow's op registry.
     const s = await startBackend("tensorflow");
-    const lib = createRequire(import.meta.url)(fusedOpsPath(s.native?.dir ?? "")) as { hasOp(op: string): boolean };
+    // The build the loader chose: requiring the other one too would register every op twice (a fatal error).
+    const ops = s.native?.fusedOps;
+    const isa = ops && "isa" in ops ? ops.isa : "avx2";
+    const lib = createRequire(import.meta.url)(fusedOpsPath(s.native?.dir ?? "", isa)) as {
+      hasOp(op: string): boolean;
+    };
     assert.deepEqual(
       ["MergevqAttention", "MergevqAttentionGrad", "BiasAdd", "MergevqNoSuchOp"].map((op) => lib.hasOp(op)),
       [true, true, true, false],
