@@ -54,6 +54,20 @@ fi
 log "tsc -p tsconfig.build.json → dist/"
 rm -rf dist && npx tsc -p tsconfig.build.json
 
+# Stage with hard links where the source shares the context's filesystem (it does: both live under the cache), so
+# a context costs no disk of its own (the trainer-gpu one would be ~4 GB); only unlinks happen in a context, which
+# leave the source alone. Falls back to a copy across filesystems.
+link_tree() { # src… dst: the contents of every src dir merged into dst
+  local dst="${*: -1}" srcs=("${@:1:$#-1}") s
+  mkdir -p "$dst"
+  for s in "${srcs[@]}"; do
+    cp -al "$s/." "$dst/" 2>/dev/null && continue
+    rm -rf "$dst" && mkdir -p "$dst" # not linkable (another filesystem): copy all of it
+    for s in "${srcs[@]}"; do cp -a "$s/." "$dst/"; done
+    return
+  done
+}
+
 stage() { # name → fresh context dir with node, tini, package.json and dist/
   local ctx="$WORK/ctx-$1"
   rm -rf "$ctx" && mkdir -p "$ctx/app" "$ctx/bin"
@@ -105,14 +119,13 @@ for target in "${targets[@]}"; do
       native="$(hack/tfjs-native/build.sh --variant "$variant")"
       ctx="$(stage "$target")"
       cp -r dist "$ctx/app/dist"
-      cp -a "$PROD/node_modules" "$ctx/app/node_modules"
+      link_tree "$PROD/node_modules" "$ctx/app/node_modules"
       # One native package per image, with its addon and libtensorflow in place of the install-script download.
       rm -rf "$ctx/app/node_modules/@tensorflow/tfjs-node" "$ctx/app/node_modules/@tensorflow/tfjs-node-gpu"
-      cp -a "$native" "$ctx/app/node_modules/@tensorflow/$pkg"
+      link_tree "$native" "$ctx/app/node_modules/@tensorflow/$pkg"
       rm -rf "$ctx/app/node_modules/@tensorflow/$pkg/node_modules" "$ctx/app/node_modules/@tensorflow/$pkg/build"
       if [ "$variant" = gpu ]; then # one flat library dir: LD_LIBRARY_PATH=/opt/nvidia/lib in the image
-        mkdir -p "$ctx/nvidia/lib"
-        cp -a "$native"/../../../nvidia/*/lib/. "$ctx/nvidia/lib/"
+        link_tree "$native"/../../../nvidia/*/lib "$ctx/nvidia/lib"
         cp "$native/../../../nvidia/REQUIREMENTS.txt" "$ctx/nvidia/"
       fi
       prune_modules "$ctx/app/node_modules"
