@@ -7,12 +7,16 @@
 # Works on a fresh machine: starts a Docker engine when none answers (installing Debian's docker.io as root).
 # Everything expensive is cached under ~/.cache/mergevq. Env: KIND_CLUSTER (name), KEEP_CLUSTER=1 (leave it up),
 # KIND_SUITES ("e2e kind" by default), KIND_TEST_PATTERN (run only the tests whose names match this regex),
-# KIND_GPU_IMAGE=0 (skip the ~4.4 GB trainer-gpu image), BENCH_OUT (append kind bench JSON lines there).
+# KIND_GPU_IMAGE=0 (skip the ~4.4 GB trainer-gpu image), BENCH_OUT (append kind bench JSON lines there),
+# KIND_LOW_DISK=1 (a throwaway machine, as in CI: free each thing once the run no longer needs it — the Go build
+# and module caches after the node image, the GPU wheels and staged libraries after trainer-gpu, the engine's
+# copies of the images once they are in the nodes). Free disk is logged at each stage either way.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO="$PWD"
 t0=$SECONDS
 say() { printf '[kind-e2e %5ss] %s\n' "$((SECONDS - t0))" "$*" >&2; }
+LOW_DISK="${KIND_LOW_DISK:-0}"
 bench() { [ -z "${BENCH_OUT:-}" ] || printf '{"bench":"kind","metric":"%s","value":%s,"unit":"%s","config":"%s"}\n' "$1" "$2" "$3" "${4:-3 nodes}" >>"$BENCH_OUT"; }
 NAME="${KIND_CLUSTER:-mergevq-e2e}"
 TAG=e2e
@@ -20,6 +24,11 @@ CACHE_ROOT="${MERGEVQ_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/mergevq}"
 KIND_VERSION="${KIND_VERSION:-v0.32.0}"
 
 export DOCKER; DOCKER="$(hack/images/docker-engine.sh)"
+DOCKER_ROOT="$("$DOCKER" info -f '{{.DockerRootDir}}' 2>/dev/null || echo /var/lib/docker)"
+disk() { # free space where the engine and the cache write, logged at each stage (a full disk fails far from its cause)
+  say "disk free: $(df -Ph "$DOCKER_ROOT" "$CACHE_ROOT" 2>/dev/null | awk 'NR > 1 {print $4 " on " $6}' | sort -u | paste -sd, -) ($*)"
+}
+disk start
 make -s setup >/dev/null
 BIN="$(hack/toolchain.sh --bin-dir)"
 export PATH="$BIN:$PATH" KUBECTL="$BIN/kubectl"
@@ -44,6 +53,12 @@ kind() { PATH="$SHIM:$PATH" "$KIND" "$@"; }
 
 s=$SECONDS; NODE_IMAGE="$(hack/kind/node-image.sh)"; bench node_image_seconds $((SECONDS - s)) s "$NODE_IMAGE"
 say "node image $NODE_IMAGE"
+if [ "$LOW_DISK" = 1 ]; then
+  # Nothing below compiles Kubernetes again; kind itself is installed. The engine holds the node image.
+  go clean -cache -modcache
+  rm -f "$CACHE_ROOT"/kind/node-*.tar
+  disk "KIND_LOW_DISK: Go build + module caches and the node image tarball dropped"
+fi
 s=$SECONDS
 IMAGE_REGISTRY=mergevq IMAGE_TAG=$TAG BENCH_OUT="${BENCH_OUT:-}" hack/images/build.sh operator trainer >/dev/null
 d="$(mktemp -d)"; cp "$BIN/minio" "$d/"; printf 'FROM scratch\nCOPY minio /usr/local/bin/minio\nENTRYPOINT ["/usr/local/bin/minio"]\n' >"$d/Dockerfile"
@@ -55,8 +70,25 @@ if [ "${KIND_GPU_IMAGE:-1}" != 0 ]; then
   IMAGE_REGISTRY=mergevq IMAGE_TAG=$TAG hack/images/build.sh trainer-gpu >/dev/null
   bench images_seconds $((SECONDS - s)) s "trainer-gpu"
   GPU_IMAGES=(trainer-gpu)
+  if [ "$LOW_DISK" = 1 ]; then # the image holds them now
+    rm -rf "$CACHE_ROOT"/tfjs-node/*-gpu "$CACHE_ROOT"/wheels/tensorflow-[0-9]*.whl "$CACHE_ROOT"/wheels/nvidia_*.whl
+    disk "KIND_LOW_DISK: GPU wheels and the tfjs-node-gpu build dropped"
+  fi
 fi
 # (image sizes and build times: written by hack/images/build.sh itself when BENCH_OUT is set)
+disk "images built"
+# `kind load docker-image` saves the image to a temporary tarball first, one more full copy on disk (4.4 GB for
+# trainer-gpu); this streams `docker save` into each node's containerd instead, as kind's own import does.
+# KIND_LOW_DISK: once the nodes hold an image, the engine's copy is only disk (nothing below runs it on the host).
+load_image() { # image node…
+  local img="$1" node; shift
+  for node in "$@"; do
+    say "loading $img into $node"
+    "$DOCKER" save "$img" | "$DOCKER" exec -i "$node" \
+      ctr --namespace=k8s.io images import --all-platforms --digests --snapshotter=overlayfs - >/dev/null
+  done
+  [ "$LOW_DISK" != 1 ] || "$DOCKER" image rm "$img" >/dev/null
+}
 
 export KUBECONFIG="$CACHE_ROOT/kind/$NAME.kubeconfig"
 PF=""
@@ -75,20 +107,29 @@ kubectl -n kube-system rollout status deploy/coredns --timeout=180s >&2
 bench cluster_create_seconds $((SECONDS - s)) s
 kubectl get nodes -o wide >&2
 s=$SECONDS
-workers="$(kind get nodes --name "$NAME" | grep -v control-plane | paste -sd,)"
-for img in operator trainer minio; do kind load docker-image --name "$NAME" --nodes "$workers" "mergevq/$img:$TAG" >&2; done
+mapfile -t workers < <(kind get nodes --name "$NAME" | grep -v control-plane)
+for img in operator trainer minio; do load_image "mergevq/$img:$TAG" "${workers[@]}"; done
 bench image_load_seconds $((SECONDS - s)) s "operator trainer minio → 2 workers"
-say "images loaded into $workers"
+say "images loaded into ${workers[*]}"
 if [ ${#GPU_IMAGES[@]} -gt 0 ]; then
   # Only the worker that will advertise nvidia.com/gpu (hack/kind/cluster.yaml: pool=gpu) gets the GPU image.
   s=$SECONDS
   gpu_node="$(kubectl get nodes -l mergevq.ai/pool=gpu -o jsonpath='{.items[0].metadata.name}')"
-  kind load docker-image --name "$NAME" --nodes "$gpu_node" "mergevq/trainer-gpu:$TAG" >&2
+  disk "before loading trainer-gpu"
+  # The node stores the image twice (content blobs + unpacked snapshot): say so plainly rather than fail inside ctr.
+  need_kb=$(($("$DOCKER" image inspect -f '{{.Size}}' "mergevq/trainer-gpu:$TAG") / 1024 * 2 + 1048576))
+  free_kb=$(df -Pk "$DOCKER_ROOT" | awk 'NR == 2 {print $4}')
+  if [ "$free_kb" -lt "$need_kb" ]; then
+    echo "kind-e2e: loading mergevq/trainer-gpu:$TAG into $gpu_node needs ~$((need_kb / 1048576)) GB free under $DOCKER_ROOT, $((free_kb / 1048576)) GB are (free disk, set KIND_LOW_DISK=1 on a throwaway machine, or KIND_GPU_IMAGE=0 to run the GPU profile on the CPU image)" >&2
+    exit 1
+  fi
+  load_image "mergevq/trainer-gpu:$TAG" "$gpu_node"
   bench image_load_seconds $((SECONDS - s)) s "trainer-gpu → $gpu_node"
   export MERGEVQ_KIND_GPU_IMAGE="mergevq/trainer-gpu:$TAG"
   say "trainer-gpu loaded into $gpu_node"
 fi
 
+disk "images loaded"
 kubectl apply -f hack/kind/minio.yaml >&2
 kubectl -n mergevq-system rollout status deploy/minio --timeout=180s >&2
 kubectl -n mergevq-system port-forward svc/minio 19000:9000 >/dev/null 2>&1 &
