@@ -26,7 +26,7 @@ KIND_VERSION="${KIND_VERSION:-v0.32.0}"
 export DOCKER; DOCKER="$(hack/images/docker-engine.sh)"
 DOCKER_ROOT="$("$DOCKER" info -f '{{.DockerRootDir}}' 2>/dev/null || echo /var/lib/docker)"
 disk() { # free space where the engine and the cache write, logged at each stage (a full disk fails far from its cause)
-  say "disk free: $(df -Ph "$DOCKER_ROOT" "$CACHE_ROOT" 2>/dev/null | awk 'NR > 1 {print $4 " on " $6}' | sort -u | paste -sd, -) ($*)"
+  say "disk free: $(df -Ph "$DOCKER_ROOT" "$CACHE_ROOT" 2>/dev/null | awk 'NR > 1 && !seen[$1]++ {print $4 " on " $6}' | paste -sd, -) ($*)"
 }
 disk start
 make -s setup >/dev/null
