@@ -166,7 +166,7 @@ async function main(): Promise<void> {
     try {
       const s = await startBackend(choice);
       notes[choice] = s.native
-        ? `tfjs-node (${s.native.source}) libtensorflow ${s.native.tensorflow}, fast kernels [${s.native.fastKernels?.join(" ") ?? ""}], TF threads intra ${process.env.TF_NUM_INTRAOP_THREADS ?? "default"} inter ${process.env.TF_NUM_INTEROP_THREADS ?? "default"}`
+        ? `tfjs-node (${s.native.source}) libtensorflow ${s.native.tensorflow}, fast kernels [${s.native.fastKernels?.join(" ") ?? ""}], TF threads intra ${process.env.TF_NUM_INTRAOP_THREADS ?? "default"} inter ${process.env.TF_NUM_INTEROP_THREADS ?? "default"}, oneDNN ${s.native.oneDnn?.value || "TF default"} (${s.native.oneDnn?.setBy ?? "unset"})`
         : s.wasm
           ? `wasm ${s.wasm.simd ? "SIMD" : "scalar"} ${s.wasm.threads} thread(s)`
           : "pure JS";

@@ -284,7 +284,11 @@ async function main(): Promise<void> {
         });
         return quantile(v, 0.5);
       };
-      const tsIps = side("tensorflow", tsT, { libtensorflow: started.native.tensorflow });
+      const tsIps = side("tensorflow", tsT, {
+        libtensorflow: started.native.tensorflow,
+        onednn: started.native.oneDnn,
+        fused_ops: started.native.fusedOps && "isa" in started.native.fusedOps ? started.native.fusedOps.isa : "off",
+      });
       const torchIps = side("torch", torchT, { torch: hello.torch, torch_threads: hello.threads });
       emit({ metric: "ts_over_torch", value: tsIps / torchIps, unit: "x", config: desc });
       log(

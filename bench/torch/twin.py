@@ -347,7 +347,7 @@ def serve(d):
 
 
 def profile(d):
-    """Per-operator CPU profile of one train step after warm-up (torch.profiler, self time)."""
+    """Per-operator CPU profile of one train step after warm-up (torch.profiler, self time; SHAPES=1 per shape)."""
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as torch_profile
 
@@ -361,9 +361,11 @@ def profile(d):
 
     for _ in range(3):
         step()
-    with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+    shapes = os.environ.get("SHAPES") == "1"  # group by input shapes, like profile.ts SHAPES=1
+    with torch_profile(activities=[ProfilerActivity.CPU], record_shapes=shapes) as prof:
         step()
-    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=int(os.environ.get("TOP", "40"))))
+    table = prof.key_averages(group_by_input_shape=shapes)
+    print(table.table(sort_by="self_cpu_time_total", row_limit=int(os.environ.get("TOP", "40"))))
 
 
 if __name__ == "__main__":

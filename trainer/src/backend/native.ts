@@ -19,6 +19,23 @@ export interface NativeInfo {
   /** Fused kernels from the op library (hack/tfjs-native/ops), or why they are not used. */
   /** `missing`: kernels this TypeScript knows that the library on disk lacks (older build): they run composed. */
   fusedOps?: { kernels: string[]; missing?: string[]; isa: FusedOpsIsa } | { absent: string };
+  /** TF_ENABLE_ONEDNN_OPTS as libtensorflow reads it, and who set it (see `oneDnnDefault`). */
+  oneDnn?: { value: string; setBy: "user" | "trainer" | "unset" };
+}
+
+/**
+ * TensorFlow's own default turns its oneDNN kernels on only on CPUs with AVX-512 VNNI/BF16 or AMX. Elsewhere (an
+ * AVX2-only AMD EPYC, for one) its eager convolutions run as im2col + GEMM, whose backward passes are 1.3–1.6× slower
+ * than oneDNN's convolution primitives (hack/tfjs-native/README.md). CPU builds therefore set
+ * `TF_ENABLE_ONEDNN_OPTS=1` unless the user set it; it must be in the environment before the addon creates its
+ * context, because libtensorflow reads it once. The CUDA build is left to TensorFlow's default.
+ */
+export function oneDnnDefault(env: NodeJS.ProcessEnv, gpu: boolean): NonNullable<NativeInfo["oneDnn"]> {
+  const user = env.TF_ENABLE_ONEDNN_OPTS;
+  if (user !== undefined) return { value: user, setBy: "user" };
+  if (gpu) return { value: "", setBy: "unset" };
+  env.TF_ENABLE_ONEDNN_OPTS = "1";
+  return { value: "1", setBy: "trainer" };
 }
 
 /** The two builds of the op library: AVX2/FMA, and AVX-512 (F, DQ, VL, BW) where the CPU has it. */
@@ -163,6 +180,7 @@ async function loadNative(cand: NativeCandidate, gpu = false): Promise<NativeInf
   if (!hasBinding(cand.dir)) throw new Error(`${cand.dir}: no built addon under lib/*/tfjs_binding.node`);
   // TF's C++ INFO lines (oneDNN notice, CPU feature guard) are noise on stderr; the user's value wins.
   process.env.TF_CPP_MIN_LOG_LEVEL ??= "1";
+  const oneDnn = oneDnnDefault(process.env, gpu);
   if (cand.source !== "node_modules") redirectTfjsImports(cand.dir);
   const main = require.resolve(cand.dir);
   // Version check before loading: a mismatched tfjs-node would run kernels written for another tfjs.
@@ -178,7 +196,7 @@ async function loadNative(cand: NativeCandidate, gpu = false): Promise<NativeInf
   }
   const fastKernels = process.env.MERGEVQ_TFJS_NODE_FAST_KERNELS === "0" ? [] : installNativeFastKernels();
   const fusedOps = loadFusedOps(cand.dir, gpu);
-  return { dir: cand.dir, source: cand.source, tensorflow: tfVersionOf(cand.dir), fastKernels, fusedOps };
+  return { dir: cand.dir, source: cand.source, tensorflow: tfVersionOf(cand.dir), fastKernels, fusedOps, oneDnn };
 }
 
 /**

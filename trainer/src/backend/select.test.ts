@@ -19,7 +19,14 @@ import { biasAdd, gelu, layerNorm, linear, scaledResidual } from "../nn/layers.t
 import { NamedAdam, ownedVariable } from "../train/adam.ts";
 import { compareSteps, lcg, type StepResult, T1_PARITY, t1Step } from "../train/backendParity.ts";
 import { cacheRoot } from "../util/cache.ts";
-import { cpuHasAvx512, fusedOpsIsa, fusedOpsPath, nativeCandidates, tfjsNodeCacheDir } from "./native.ts";
+import {
+  cpuHasAvx512,
+  fusedOpsIsa,
+  fusedOpsPath,
+  nativeCandidates,
+  oneDnnDefault,
+  tfjsNodeCacheDir,
+} from "./native.ts";
 import { BACKEND_ORDER, type BackendChoice, selectBackend, startBackend } from "./select.ts";
 import { wasmThreadsWanted } from "./wasm.ts";
 
@@ -485,6 +492,58 @@ describe("op library build per CPU (AVX2 / AVX-512)", () => {
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
     }
+  });
+});
+
+describe("oneDNN kernels (TF_ENABLE_ONEDNN_OPTS)", () => {
+  test("CPU builds turn them on unless the user set the variable; the CUDA build keeps TensorFlow's default", () => {
+    const env: NodeJS.ProcessEnv = {};
+    assert.deepEqual(oneDnnDefault(env, false), { value: "1", setBy: "trainer" });
+    assert.equal(env.TF_ENABLE_ONEDNN_OPTS, "1", "set in the environment libtensorflow reads");
+    const off: NodeJS.ProcessEnv = { TF_ENABLE_ONEDNN_OPTS: "0" };
+    assert.deepEqual(oneDnnDefault(off, false), { value: "0", setBy: "user" });
+    assert.equal(off.TF_ENABLE_ONEDNN_OPTS, "0");
+    const gpu: NodeJS.ProcessEnv = {};
+    assert.deepEqual(oneDnnDefault(gpu, true), { value: "", setBy: "unset" });
+    assert.equal(gpu.TF_ENABLE_ONEDNN_OPTS, undefined);
+  });
+
+  test("a conv2d runs as oneDNN's convolution primitive by default, and not with TF_ENABLE_ONEDNN_OPTS=0", (t) => {
+    if (nativeCandidates().candidates.length === 0) {
+      t.diagnostic("native backend absent: no libtensorflow to ask");
+      assert.equal(tf.findBackend("tensorflow"), null);
+      return;
+    }
+    // ONEDNN_VERBOSE=1 makes oneDNN print one line per primitive it executes, on stdout.
+    const script = `
+      import * as tf from ${JSON.stringify(import.meta.resolve("@tensorflow/tfjs"))};
+      import { startBackend } from ${JSON.stringify(path.join(HERE, "select.ts"))};
+      const s = await startBackend("tensorflow");
+      const y = tf.conv2d(tf.ones([1, 8, 8, 4]), tf.ones([3, 3, 4, 4]), 1, "same");
+      console.log("RESULT " + JSON.stringify({ sum: y.sum().dataSync()[0], oneDnn: s.native?.oneDnn }));`;
+    const file = path.join(tmp, "onednn-child.mts");
+    fs.writeFileSync(file, script);
+    const run = (value: string | undefined) => {
+      const env: NodeJS.ProcessEnv = { ...process.env, ONEDNN_VERBOSE: "1" };
+      if (value === undefined) delete env.TF_ENABLE_ONEDNN_OPTS;
+      else env.TF_ENABLE_ONEDNN_OPTS = value;
+      const r = spawnSync(process.execPath, ["--import", "tsx", file], { cwd: REPO, env, encoding: "utf8" });
+      const line = r.stdout.split("\n").find((l) => l.startsWith("RESULT "));
+      assert.ok(line, `child printed no result (exit ${r.status}): ${r.stderr.slice(-2000)}`);
+      const convLines = r.stdout.split("\n").filter((l) => /^onednn_verbose,.*primitive,exec,cpu,convolution,/.test(l));
+      return { ...(JSON.parse(line.slice(7)) as { sum: number; oneDnn: unknown }), convLines };
+    };
+    const on = run(undefined);
+    // 8×8 map, all-ones input and 3×3×4 filter: each output sums 4·(taps inside the map); 4 output channels.
+    const expected = 4 * 4 * (6 * 6 * 9 + 4 * 6 * 6 + 4 * 4); // interior 6×6 cells: 9 taps, edges 6, corners 4
+    assert.equal(on.sum, expected);
+    assert.deepEqual(on.oneDnn, { value: "1", setBy: "trainer" });
+    assert.ok(on.convLines.length >= 1, "the trainer's default runs the conv as a oneDNN convolution primitive");
+    const off = run("0");
+    assert.equal(off.sum, expected);
+    assert.deepEqual(off.oneDnn, { value: "0", setBy: "user" });
+    assert.equal(off.convLines.length, 0, "TF_ENABLE_ONEDNN_OPTS=0 from the user wins: no oneDNN convolution");
+    t.diagnostic(`oneDNN on: ${on.convLines[0]?.split(",").slice(3, 6).join(",")}`);
   });
 });
 
