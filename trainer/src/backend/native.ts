@@ -25,8 +25,8 @@ export interface NativeInfo {
 
 /**
  * TensorFlow's own default turns its oneDNN kernels on only on CPUs with AVX-512 VNNI/BF16 or AMX. Elsewhere (an
- * AVX2-only AMD EPYC, for one) its eager convolutions run as im2col + GEMM, whose backward passes are 1.3–1.6× slower
- * than oneDNN's convolution primitives (hack/tfjs-native/README.md). CPU builds therefore set
+ * AVX2-only AMD EPYC, for one) its eager convolutions run as im2col + GEMM, whose backward passes ran 1.1–1.7×
+ * slower in T1's profile than oneDNN's convolution primitives (hack/tfjs-native/README.md). CPU builds therefore set
  * `TF_ENABLE_ONEDNN_OPTS=1` unless the user set it; it must be in the environment before the addon creates its
  * context, because libtensorflow reads it once. The CUDA build is left to TensorFlow's default.
  */
